@@ -24,12 +24,14 @@ $(VENV)/.installed: pyproject.toml
 
 setup: $(VENV)/.installed
 
-# Debian tools the tests use: dciodvfy (dicom3tools) validates the DICOM the generator writes.
+# Debian tools the tests use: dciodvfy (dicom3tools) validates the DICOM the generator writes;
+# Orthanc with its DICOMweb plugin is the PACS the DICOMweb source is tested against.
 system-deps:
-	@if ! command -v dciodvfy >/dev/null; then \
+	@if ! command -v dciodvfy >/dev/null || ! PATH="$$PATH:/usr/sbin" command -v Orthanc >/dev/null \
+	    || [ ! -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dicom3tools >/dev/null; \
-	  else echo "dciodvfy missing: install Debian's dicom3tools (the DICOM validity tests will be skipped)"; fi; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dicom3tools orthanc orthanc-dicomweb >/dev/null; \
+	  else echo "install Debian's dicom3tools orthanc orthanc-dicomweb (the DICOM validity and PACS tests will be skipped)"; fi; \
 	fi
 
 test: setup system-deps

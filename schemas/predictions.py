@@ -8,6 +8,7 @@ import pandera.polars as pa
 import polars as pl
 
 from schemas.fields import identifier, probability, view
+from schemas.pipeline import SPLITS
 from schemas.registry import register_contract
 
 
@@ -26,7 +27,7 @@ class Predictions(pa.DataFrameModel):
         unique = ["StudyUID", "View", "model_version"]
 
 
-@register_contract("1.0")
+@register_contract("1.1")
 class ExamPredictions(pa.DataFrameModel):
     """Per-exam (study) malignancy probability."""
 
@@ -34,6 +35,8 @@ class ExamPredictions(pa.DataFrameModel):
     prob_malignant: float = probability()
     model_version: str = identifier()
     PatientID: Optional[str] = identifier()
+    # The study's split when it was scored (null for studies outside any split).
+    split: Optional[str] = pa.Field(isin=list(SPLITS), nullable=True)
 
     class Config:
         strict = True

@@ -33,7 +33,7 @@ from pydicom.uid import (
     generate_uid,
 )
 
-from ml.synth.atomic import atomic_path
+from ml.atomic import atomic_path
 
 BTO_SOP_CLASS_UID = "1.2.840.10008.5.1.4.1.1.13.1.3"
 UID_ROOT = "1.2.826.0.1.3680043.8.498."

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from ml.synth.atomic import write_text_atomic
+from ml.atomic import write_text_atomic
 from ml.synth.bto import BtoMeta, write_bto
 from ml.synth.config import CohortConfig
 from ml.synth.layout import (

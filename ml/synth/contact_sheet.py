@@ -6,7 +6,7 @@ import csv
 from collections import defaultdict
 from pathlib import Path
 
-from ml.synth.atomic import atomic_path
+from ml.atomic import atomic_path
 from ml.synth.layout import BOXES_CSV, FILE_PATHS_CSV, LABELS_CSV
 from ml.dicomio import load_view
 

@@ -8,7 +8,7 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
-from ml.synth.atomic import write_text_atomic
+from ml.atomic import write_text_atomic
 
 ROOT_FOLDER = "Breast-Cancer-Screening-DBT"
 ANONYMISED_DATE = "01-01-2000"

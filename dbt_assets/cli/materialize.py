@@ -1,0 +1,52 @@
+"""``tomosight materialize``: the whole asset graph in process on a dataset folder or the configured source."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("materialize", help="materialize every asset for every study date, in process")
+    parser.add_argument("--home", type=Path, help="platform state folder (default: $TOMOSIGHT_HOME or ./demo_home)")
+    parser.add_argument("--dataset", help="a Duke-format dataset folder or any folder/s3:// prefix of DICOM files")
+    parser.add_argument("--partition", action="append", help="only these study dates (YYYY-MM-DD); repeatable")
+    parser.set_defaults(func=run)
+
+
+def apply_common_env(args: argparse.Namespace) -> None:
+    """``--home`` and ``--dataset`` override the environment for this process."""
+    if getattr(args, "home", None):
+        os.environ["TOMOSIGHT_HOME"] = str(Path(args.home).resolve())
+    if getattr(args, "dataset", None):
+        os.environ["TOMOSIGHT_SOURCE_URI"] = str(args.dataset)
+
+
+def run(args: argparse.Namespace) -> int:
+    apply_common_env(args)
+    from dbt_assets.materialize import materialize_graph, report_summary
+    from dbt_assets.settings import load_settings
+
+    settings = load_settings()
+    result = materialize_graph(settings, partitions=args.partition)
+    print_summary(settings, report_summary(settings))
+    for failure in result.failed_steps + result.failed_checks:
+        print(f"FAILED {failure}")
+    return 0 if result.success else 1
+
+
+def print_summary(settings, summary: dict) -> None:
+    """Evaluation figures and where each artefact lives."""
+    evaluation = summary.get("evaluation", {})
+    for split, figures in evaluation.get("splits", {}).items():
+        auc = figures.get("auc")
+        print(f"exam-level ROC-AUC [{split}]: {auc:.3f}" if auc is not None else f"exam-level ROC-AUC [{split}]: n/a",
+              f"({figures.get('exams')} exams, {figures.get('cancers')} cancers)")  # fmt: skip
+    froc = summary.get("froc")
+    if froc:
+        print(f"FROC (DBTex, blob baseline): mean sensitivity {froc['mean_sensitivity']:.3f}")
+    print(f"object store:  {settings.store_uri} (raw/, processed/, tables/, reports/)")
+    print(f"warehouse:     {settings.warehouse_path}  (tomosight sql \"SELECT * FROM exam_predictions\")")
+    print(f"MLflow:        {settings.mlflow_tracking_uri}")
+    print(f"Dagster:       {settings.home / 'dagster'}  (make ui)")

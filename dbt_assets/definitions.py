@@ -1,0 +1,76 @@
+"""The Dagster code location: assets, checks, resources, jobs, sensor and executor.
+
+``defs`` is built from the deployment settings (``dbt_assets.settings``): the local
+profile keeps everything under ``TOMOSIGHT_HOME`` and runs in process; the production
+profile uses S3, the MLflow server and one Kubernetes pod per step.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from dbt_assets.assets import annotations, ingest, model, preprocessing, reports, warehouse
+from dbt_assets.jobs import build_jobs
+from dbt_assets.sensors import new_studies_sensor
+from dbt_assets.settings import DEMO_PSEUDONYM_KEY, Settings, load_settings
+from resources.annotations import AnnotationsResource
+from resources.compute import ComputeResource
+from resources.dicom_source import dicom_source_from_uri
+from resources.mlflow_resource import MlflowResource
+from resources.object_store import ObjectStore
+from resources.parquet_io import ParquetIOManager
+from resources.pseudonymizer import Pseudonymizer
+from resources.warehouse import Warehouse
+
+ASSET_MODULES = (ingest, annotations, preprocessing, model, reports, warehouse)
+
+
+def build_resources(settings: Settings) -> dict[str, object]:
+    """Resources of a profile; secrets come from the environment, never from code."""
+    store = ObjectStore(base_uri=settings.store_uri, endpoint_url=settings.s3_endpoint_url)
+    source = dicom_source_from_uri(settings.source_uri)
+    if settings.production:
+        secret: object = dg.EnvVar(settings.pseudonym_key_env)
+        artifacts = None
+    else:
+        import os
+
+        secret = os.environ.get(settings.pseudonym_key_env, DEMO_PSEUDONYM_KEY)
+        artifacts = str(settings.home / "mlartifacts")
+    return {
+        "store": store,
+        "io_manager": ParquetIOManager(store=store),
+        "dicom_source": source,
+        "pseudonymizer": Pseudonymizer(secret=secret),
+        "annotations": AnnotationsResource(dataset_dir=getattr(source, "root", None)),
+        "mlflow": MlflowResource(tracking_uri=settings.mlflow_tracking_uri, artifact_location=artifacts),
+        "warehouse_db": Warehouse(path=str(settings.warehouse_path)),
+        "compute": ComputeResource(),
+    }
+
+
+def build_executor(settings: Settings) -> dg.ExecutorDefinition:
+    """In process on a laptop; one pod per step (GPU op tags honoured) in production."""
+    if settings.production:
+        from dagster_k8s import k8s_job_executor
+
+        return k8s_job_executor
+    return dg.in_process_executor
+
+
+def build_definitions(settings: Settings | None = None) -> dg.Definitions:
+    """The whole code location for ``settings`` (default: from the environment)."""
+    settings = settings or load_settings()
+    loaded = dg.load_assets_from_modules(list(ASSET_MODULES))
+    checks = dg.load_asset_checks_from_modules(list(ASSET_MODULES))
+    return dg.Definitions(
+        assets=loaded,
+        asset_checks=checks,
+        jobs=build_jobs(),
+        sensors=[new_studies_sensor],
+        resources=build_resources(settings),
+        executor=build_executor(settings),
+    )
+
+
+defs = build_definitions()
