@@ -8,11 +8,12 @@ HOME_DIR ?= demo_home
 # One BLAS/OpenMP thread per process: on 2 cores more threads make torch slower, not faster.
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: help setup system-deps test demo bench clean
+.PHONY: help setup system-deps test demo ui bench clean
 
 help:
 	@echo "make demo   set up, generate a synthetic DBT cohort, load it, detect and evaluate (FROC)"
 	@echo "make test   set up and run the whole test suite"
+	@echo "make ui     set up and open the Dagster UI on http://127.0.0.1:3000 (home: $(HOME_DIR))"
 	@echo "make bench  run the benchmarks in bench/"
 
 $(VENV)/.installed: pyproject.toml
@@ -25,13 +26,14 @@ $(VENV)/.installed: pyproject.toml
 setup: $(VENV)/.installed
 
 # Debian tools the tests use: dciodvfy (dicom3tools) validates the DICOM the generator writes;
-# Orthanc with its DICOMweb plugin is the PACS the DICOMweb source is tested against.
+# Orthanc with its DICOMweb plugin is the PACS the DICOMweb source is tested against;
+# headless Chromium looks at the Dagster UI.
 system-deps:
 	@if ! command -v dciodvfy >/dev/null || ! PATH="$$PATH:/usr/sbin" command -v Orthanc >/dev/null \
-	    || [ ! -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so ]; then \
+	    || [ ! -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] || [ ! -x /usr/bin/chromium ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dicom3tools orthanc orthanc-dicomweb >/dev/null; \
-	  else echo "install Debian's dicom3tools orthanc orthanc-dicomweb (the DICOM validity and PACS tests will be skipped)"; fi; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dicom3tools orthanc orthanc-dicomweb chromium >/dev/null; \
+	  else echo "install Debian's dicom3tools orthanc orthanc-dicomweb chromium (the DICOM validity, PACS and UI tests will be skipped)"; fi; \
 	fi
 
 test: setup system-deps
@@ -39,6 +41,13 @@ test: setup system-deps
 
 demo: setup
 	$(VENV)/bin/tomosight demo --home $(HOME_DIR)
+
+# The Dagster UI over the home folder's instance (runs of `tomosight materialize --home $(HOME_DIR)` show up there).
+ui: setup
+	mkdir -p $(HOME_DIR)/dagster
+	@[ -e $(HOME_DIR)/dagster/dagster.yaml ] \
+	  || printf 'telemetry: {enabled: false}\nnux: {enabled: false}\n' > $(HOME_DIR)/dagster/dagster.yaml
+	TOMOSIGHT_HOME=$(HOME_DIR) DAGSTER_HOME=$(abspath $(HOME_DIR))/dagster $(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
 bench: setup
 	$(PY) bench/bench_dicom.py

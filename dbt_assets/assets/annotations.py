@@ -102,5 +102,31 @@ def boxes(
     return result
 
 
+@dg.asset(group_name="annotations", description="Label and box rows that name no ingested volume, with the reason.")
+def unmatched_annotations(
+    context: dg.AssetExecutionContext,
+    filepaths: pl.DataFrame,
+    annotations: AnnotationsResource,
+    pseudonymizer: Pseudonymizer,
+) -> pl.DataFrame:
+    known = filepaths.select(KEYS) if not filepaths.is_empty() else pl.DataFrame(schema={k: pl.String for k in KEYS})
+    studies = known.select("StudyUID").unique()
+    frames = []
+    for kind in ("labels", "boxes"):
+        table = pseudonymise_keys(annotations.read(kind), pseudonymizer)
+        if table.is_empty():
+            continue
+        missing = table.select(KEYS).join(known, on=KEYS, how="anti")
+        reason = pl.when(pl.col("StudyUID").is_in(studies["StudyUID"].implode())).then(pl.lit("unknown_view"))
+        frames.append(missing.with_columns(table=pl.lit(kind), reason=reason.otherwise(pl.lit("unknown_study"))))
+    schema = {**{k: pl.String for k in KEYS}, "table": pl.String, "reason": pl.String}
+    result = pl.concat(frames) if frames else pl.DataFrame(schema=schema)
+    if len(result):
+        context.log.warning(f"{len(result)} annotation row(s) name no ingested volume")
+    counts = dict(result.group_by("reason").len().rows()) if len(result) else {}
+    context.add_output_metadata({**audit_metadata(context), "reasons": dg.MetadataValue.json(counts)})
+    return result.sort("table", *KEYS)
+
+
 exam_labels_contract = contract_check(exam_labels, ExamLabels, study_date)
 boxes_contract = contract_check(boxes, Boxes, study_date)

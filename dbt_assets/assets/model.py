@@ -71,7 +71,7 @@ def model(
     val_auc = auc_or_none(val["Cancer"].to_numpy(), classifier.predict_proba(tensor_features(store, val))[:, 1]) if len(val) else None
     data_hash = frame_hash(table.select("tensor_uri", "Cancer", "split"))
     client_mlflow = mlflow.configure()
-    with mlflow.start_run(run_name=context.run_id, tags={"dagster_run_id": context.run_id, "git_sha": git_sha()}) as run:
+    with mlflow.start_run(run_name=context.run.run_id, tags={"dagster_run_id": context.run.run_id, "git_sha": git_sha()}) as run:
         client_mlflow.log_params({"c": config.c, "seed": config.seed, "features": ",".join(FEATURE_NAMES)})
         client_mlflow.log_params({"train_views": len(train), "val_views": len(val), "dataset_hash": data_hash})
         if val_auc is not None:
