@@ -37,7 +37,7 @@ system-deps:
 	fi
 
 test: setup system-deps
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile
 
 demo: setup
 	$(VENV)/bin/tomosight demo --home $(HOME_DIR)

@@ -24,7 +24,9 @@ def instance_for_home(home: Path) -> dg.DagsterInstance:
     """The persistent Dagster instance under ``<home>/dagster`` (SQLite storage, local profile)."""
     dagster_home = home / "dagster"
     dagster_home.mkdir(parents=True, exist_ok=True)
-    (dagster_home / "dagster.yaml").touch(exist_ok=True)
+    config = dagster_home / "dagster.yaml"
+    if not config.exists():
+        config.write_text("telemetry:\n  enabled: false\nnux:\n  enabled: false\n")
     os.environ["DAGSTER_HOME"] = str(dagster_home)
     return dg.DagsterInstance.get()
 

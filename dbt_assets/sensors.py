@@ -1,6 +1,5 @@
 """The sensor that notices new studies at the DICOM source and asks for their partitions."""
 
-
 import hashlib
 
 import dagster as dg

@@ -207,3 +207,19 @@ def test_sensor_requests_runs_for_new_study_dates(demo_home, tmp_path):
     with dg.build_sensor_context(resources=defs.resources, instance=dg.DagsterInstance.ephemeral()) as context:
         again = sensor(context)
     assert isinstance(again, dg.SkipReason) or not list(again)  # nothing new the second time
+
+
+def readme_queries() -> list[str]:
+    """The SQL queries the README promises analysts."""
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = text.split("```sql", 1)[1].split("```", 1)[0]
+    statements = [s for s in block.split(";") if s.strip()]
+    return ["\n".join(line for line in s.splitlines() if not line.startswith("--")).strip() for s in statements]
+
+
+def test_readme_queries_run_on_the_warehouse(demo_home):
+    queries = readme_queries()
+    assert len(queries) == 5
+    warehouse = Warehouse(path=str(demo_home / "warehouse.duckdb"))
+    for query in queries:
+        warehouse.query(query)  # raises QueryError on any problem

@@ -5,7 +5,6 @@ with the same key as the DICOM, then joined to the partition's ``filepaths``.  B
 that do not fit their volume are rejected with a reason in the metadata.
 """
 
-
 import dagster as dg
 import polars as pl
 

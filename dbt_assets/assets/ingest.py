@@ -5,6 +5,7 @@ Accepted files are QC'd (SOP class, geometry, one frame decodes), de-identified
 in the raw store.  The accounting check proves ingested + quarantined = seen.
 """
 
+import warnings
 
 import dagster as dg
 import polars as pl
@@ -18,8 +19,12 @@ from resources.pseudonymizer import Pseudonymizer
 from resources.sources_base import DicomSource
 from schemas import FilePaths
 
-ACCOUNTING = dg.AssetCheckSpec("every_input_accounted_for", asset="filepaths", blocking=True,
-                               description="ingested + quarantined = seen, for this study date")  # fmt: skip
+with warnings.catch_warnings():  # partitioned checks are a Dagster preview feature, used on purpose
+    warnings.simplefilter("ignore", dg.PreviewWarning)
+    ACCOUNTING = dg.AssetCheckSpec(
+        "every_input_accounted_for", asset="filepaths", blocking=True, partitions_def=study_date,
+        description="ingested + quarantined = seen, for this study date",
+    )  # fmt: skip
 
 
 @dg.multi_asset(

@@ -6,7 +6,6 @@ prediction row, so a score traces back to the model (and through MLflow to the
 data hash and code version it was trained on).
 """
 
-
 import json
 
 import dagster as dg

@@ -5,7 +5,6 @@ frame by frame (only the frames the slice strategy needs) in several processes; 
 manifest records the strategy, shape and tensor URI.  Splits are patient-level.
 """
 
-
 import tempfile
 from contextlib import ExitStack
 from pathlib import Path

@@ -5,7 +5,6 @@ a trained detector exists; the reports read every partition and write JSON + PNG
 the object store under ``reports/``.
 """
 
-
 import json
 import tempfile
 from pathlib import Path

@@ -5,7 +5,6 @@ locally first); the database file is built aside and swapped in, so analysts'
 read-only connections never block a run.
 """
 
-
 import dagster as dg
 
 from dbt_assets.audit import audit_metadata

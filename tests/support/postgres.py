@@ -7,6 +7,9 @@ Use in a test module::
     def test_x(pg_database: PgDatabase) -> None:
         engine_url = pg_database.url
 
+or, for a database shared by several tests, ``require_server()`` then ``throwaway_database()``
+in a module-scoped fixture.
+
 Each test gets a new, uniquely named database that is dropped afterwards (open connections
 are closed by the server: ``DROP DATABASE ... WITH (FORCE)``). Without a reachable server the
 tests are skipped, or fail when the environment variable ``CI`` is set. The port and user
@@ -131,13 +134,18 @@ def throwaway_database(prefix: str = "tomosight_test") -> Iterator[PgDatabase]:
         drop_database(database)
 
 
-@pytest.fixture
-def pg_database() -> Iterator[PgDatabase]:
-    """A new empty database for one test; skipped (failed under CI) without a server."""
+def require_server() -> None:
+    """Skip the calling test (fail it when ``CI`` is set) if the server cannot be used."""
     problem = server_error()
     if problem:
         if os.environ.get("CI"):
             pytest.fail(problem)
         pytest.skip(problem)
+
+
+@pytest.fixture
+def pg_database() -> Iterator[PgDatabase]:
+    """A new empty database for one test; skipped (failed under CI) without a server."""
+    require_server()
     with throwaway_database() as database:
         yield database
