@@ -7,6 +7,8 @@ profile uses S3, the MLflow server and one Kubernetes pod per step.
 
 from __future__ import annotations
 
+import os
+
 import dagster as dg
 
 from dbt_assets.assets import annotations, ingest, model, preprocessing, reports, warehouse
@@ -25,18 +27,32 @@ from resources.warehouse import Warehouse
 ASSET_MODULES = (ingest, annotations, preprocessing, model, reports, warehouse)
 
 
+def secret_value(settings: Settings, name: str, default: str | None = None) -> object:
+    """A secret from the environment: an ``EnvVar`` in production (never shown in the UI), the value locally."""
+    if settings.production:
+        return dg.EnvVar(name)
+    return os.environ.get(name, default)
+
+
+def source_options(settings: Settings) -> dict[str, object]:
+    """Options of the DICOM source URI: S3 endpoint, DICOMweb credentials."""
+    scheme = settings.source_uri.split("://", 1)[0] if "://" in settings.source_uri else "file"
+    if scheme == "s3" and settings.s3_endpoint_url:
+        return {"endpoint_url": settings.s3_endpoint_url}
+    if scheme.startswith("dicomweb") and os.environ.get("TOMOSIGHT_SOURCE_USERNAME"):
+        return {
+            "username": os.environ["TOMOSIGHT_SOURCE_USERNAME"],
+            "password": secret_value(settings, "TOMOSIGHT_SOURCE_PASSWORD"),
+        }
+    return {}
+
+
 def build_resources(settings: Settings) -> dict[str, object]:
     """Resources of a profile; secrets come from the environment, never from code."""
     store = ObjectStore(base_uri=settings.store_uri, endpoint_url=settings.s3_endpoint_url)
-    source = dicom_source_from_uri(settings.source_uri)
-    if settings.production:
-        secret: object = dg.EnvVar(settings.pseudonym_key_env)
-        artifacts = None
-    else:
-        import os
-
-        secret = os.environ.get(settings.pseudonym_key_env, DEMO_PSEUDONYM_KEY)
-        artifacts = str(settings.home / "mlartifacts")
+    source = dicom_source_from_uri(settings.source_uri, **source_options(settings))
+    secret = secret_value(settings, settings.pseudonym_key_env, DEMO_PSEUDONYM_KEY)
+    artifacts = None if settings.production else str(settings.home / "mlartifacts")
     return {
         "store": store,
         "io_manager": ParquetIOManager(store=store),
