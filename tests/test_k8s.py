@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from dbt_assets.definitions import build_definitions
-from dbt_assets.k8s import GPU_PRODUCT
+from dbt_assets.k8s import GPU_PRODUCT, GPU_STEP_TAGS
 from dbt_assets.settings import load_settings
 
 INSTANCE_YAML = Path(__file__).resolve().parents[1] / "deployment" / "dagster" / "dagster.yaml"
@@ -73,8 +73,9 @@ def render_step_job(defs: dg.Definitions, launcher: object, job_name: str, op_na
     from dagster_k8s.job import construct_dagster_k8s_job, get_k8s_job_name, get_user_defined_k8s_config
 
     run = dg.DagsterRun(job_name=job_name, run_id=str(uuid.uuid4()))
+    op_config = get_user_defined_k8s_config(step_tags(defs, job_name, op_name))
     context = K8sContainerContext.create_for_run(run, launcher, include_run_tags=False).merge(
-        K8sContainerContext(run_k8s_config=get_user_defined_k8s_config(step_tags(defs, job_name, op_name)))
+        K8sContainerContext(run_k8s_config=op_config)
     )
     name = f"dagster-step-{get_k8s_job_name(run.run_id, op_name)}"
     return construct_dagster_k8s_job(
@@ -106,8 +107,9 @@ def test_gpu_step_pod_asks_for_one_gpu_on_a_gpu_node(
     job = render_step_job(defs, launcher, job_name, op_name)
     pod = job.spec.template.spec
     assert gpu_resources(job) == ("1", "1")
-    assert pod.containers[0].resources.requests["memory"] == "32Gi"
-    assert pod.containers[0].resources.limits["memory"] == "48Gi"
+    wanted = GPU_STEP_TAGS["dagster-k8s/config"]["container_config"]["resources"]
+    resources = pod.containers[0].resources
+    assert (resources.requests, resources.limits) == (wanted["requests"], wanted["limits"])
     assert pod.node_selector == {"nvidia.com/gpu.product": GPU_PRODUCT}
     assert [(t.key, t.operator, t.effect) for t in pod.tolerations] == [(GPU, "Exists", "NoSchedule")]
     assert pod.containers[0].image == IMAGE
@@ -146,11 +148,12 @@ def test_step_pod_reaches_the_instance_and_secrets(defs: dg.Definitions, launche
     # The password the instance yaml reads is the one the launcher injects from its secret.
     injected = {env.name: env.value_from for env in container.env if env.value_from}
     secret_ref = injected[password_env].secret_key_ref
-    assert (secret_ref.name, secret_ref.key) == (launcher_config["postgres_password_secret"], "postgresql-password")
-    sources = {(e.config_map_ref.name if e.config_map_ref else None, e.secret_ref.name if e.secret_ref else None)
-               for e in container.env_from}  # fmt: skip
-    assert {name for name, _ in sources if name} == set(launcher_config["env_config_maps"])
-    assert {name for _, name in sources if name} == set(launcher_config["env_secrets"])
+    expected_secret = (launcher_config["postgres_password_secret"], "postgresql-password")
+    assert (secret_ref.name, secret_ref.key) == expected_secret
+    config_maps = {e.config_map_ref.name for e in container.env_from if e.config_map_ref}
+    secrets = {e.secret_ref.name for e in container.env_from if e.secret_ref}
+    assert config_maps == set(launcher_config["env_config_maps"])
+    assert secrets == set(launcher_config["env_secrets"])
     # Step pods get the instance as a serialised ref in their arguments (its env references
     # unresolved), so they need the variables above, not the mounted file.
     plain = {env.name: env.value for env in container.env if not env.value_from}

@@ -39,6 +39,7 @@ from resources.pseudonymizer import Pseudonymizer
 from resources.sources_folder import FolderSource
 from tests.support.postgres import (  # noqa: F401 (fixture)
     PgDatabase,
+    database_exists,
     pg_database,
     query,
     require_server,
@@ -73,7 +74,8 @@ def cohort(tmp_path_factory: pytest.TempPathFactory) -> Cohort:
     config = CohortConfig(studies=4, seed=3, rows=64, cols=52, slices=6, cancer_fraction=0.5)
     generate_cohort(root, config)
     scratch = ObjectStore(base_uri=str(base / "scan-store"))
-    scan_source(FolderSource(root=str(root)), scratch, Pseudonymizer(secret=PSEUDONYM_KEY), dataset_root=root)
+    pseudonymizer = Pseudonymizer(secret=PSEUDONYM_KEY)
+    scan_source(FolderSource(root=str(root)), scratch, pseudonymizer, dataset_root=root)
     inventory = read_inventory(scratch).filter(pl.col("status") == "pending")
     return Cohort(root, dict(Counter(inventory["partition"].to_list())))
 
@@ -99,7 +101,9 @@ def production_env(tmp_path: Path, source: Path, store_uri: str, endpoint_url: s
     }
 
 
-def run_per_study(defs: dg.Definitions, partition: str, instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
+def run_per_study(
+    defs: dg.Definitions, partition: str, instance: dg.DagsterInstance
+) -> dg.ExecuteInProcessResult:
     result = defs.resolve_job_def("per_study_job").execute_in_process(
         partition_key=partition, instance=instance, run_config=QUIET
     )
@@ -157,19 +161,33 @@ def test_dagster_instance_keeps_runs_and_materializations_in_postgres(postgres_r
         for asset in PER_STUDY_ASSETS:
             assert instance.get_materialized_partitions(dg.AssetKey(asset)) == {partition}, asset
 
-    assert query(pg, "SELECT run_id, pipeline_name, status FROM runs") == [(run_id, "per_study_job", "SUCCESS")]
+    runs = query(pg, "SELECT run_id, pipeline_name, status FROM runs")
+    assert runs == [(run_id, "per_study_job", "SUCCESS")]
     tags = dict(query(pg, "SELECT key, value FROM run_tags WHERE run_id = %s", [run_id]))
     assert tags["dagster/partition"] == partition
     assert materialized(pg, run_id) == {(asset, partition) for asset in PER_STUDY_ASSETS}
     checks = query(
-        pg, "SELECT asset_key, check_name, partition, execution_status FROM asset_check_executions WHERE run_id = %s",
+        pg,
+        "SELECT asset_key, check_name, partition, execution_status"
+        " FROM asset_check_executions WHERE run_id = %s",
         [run_id],
-    )  # fmt: skip
+    )
     # Every planned check of the partition was resolved (none left PLANNED or stored unpartitioned).
     assert {(part, status) for _, _, part, status in checks} == {(partition, "SUCCEEDED")}
     checked = {(dg.AssetKey.from_db_string(key).to_user_string(), name) for key, name, _, _ in checks}
     assert ("filepaths", "every_input_accounted_for") in checked
     assert {asset for asset, _ in checked} == PER_STUDY_ASSETS - {"quarantine"}
+
+
+def test_throwaway_database_is_dropped_with_open_connections() -> None:
+    import psycopg2
+
+    require_server()
+    with throwaway_database() as database:
+        assert database_exists(database.name)
+        lingering = psycopg2.connect(database.url.replace("+psycopg2", ""))  # like a pooled engine
+    assert not database_exists(database.name)
+    lingering.close()
 
 
 def test_instance_yaml_needs_the_password_variable(
@@ -230,10 +248,10 @@ def test_mlflow_on_postgres_registers_the_model(
 
     # The registry and the run live in Postgres, not in a SQLite fallback.
     assert query(pg_database, "SELECT name FROM registered_models") == [(REGISTERED_MODEL,)]
-    assert query(pg_database, "SELECT version, run_id FROM model_versions") == [(int(row["model_version"]), run_id)]
-    assert query(pg_database, "SELECT value FROM tags WHERE run_uuid = %s AND key = 'git_sha'", [run_id]) == [
-        (git_sha(),)
-    ]
+    versions_in_pg = query(pg_database, "SELECT version, run_id FROM model_versions")
+    assert versions_in_pg == [(int(row["model_version"]), run_id)]
+    tag_sql = "SELECT value FROM tags WHERE run_uuid = %s AND key = 'git_sha'"
+    assert query(pg_database, tag_sql, [run_id]) == [(git_sha(),)]
     assert not (settings.home / "mlflow.db").exists()
 
     # Artifacts went to the resource's artifact_location and load back through the registry.
@@ -253,18 +271,18 @@ def bucket_keys(endpoint_url: str, bucket: str) -> list[str]:
 def test_s3_store_holds_tables_raw_dicom_and_feeds_the_warehouse(
     s3_server: str, s3_bucket: str, cohort: Cohort, tmp_path: Path
 ) -> None:
-    settings = load_settings(production_env(tmp_path, cohort.root, f"s3://{s3_bucket}/tomosight", s3_server))
+    store_uri = f"s3://{s3_bucket}/tomosight"
+    settings = load_settings(production_env(tmp_path, cohort.root, store_uri, s3_server))
     defs = build_definitions(settings)
     partition = cohort.busiest
     with dg.instance_for_test() as instance:
         run_per_study(defs, partition, instance)
 
     keys = bucket_keys(s3_server, s3_bucket)
-    assert f"tomosight/tables/filepaths/{partition}.parquet" in keys
+    table_key = f"tomosight/tables/filepaths/{partition}.parquet"
+    assert table_key in keys
     client = s3_client(s3_server)
-    direct = pl.read_parquet(
-        io.BytesIO(client.get_object(Bucket=s3_bucket, Key=f"tomosight/tables/filepaths/{partition}.parquet")["Body"].read())
-    )
+    direct = pl.read_parquet(io.BytesIO(client.get_object(Bucket=s3_bucket, Key=table_key)["Body"].read()))
     context = dg.build_input_context(
         asset_key=dg.AssetKey("filepaths"), partition_key=partition, asset_partitions_def=study_date
     )
@@ -274,9 +292,10 @@ def test_s3_store_holds_tables_raw_dicom_and_feeds_the_warehouse(
 
     # Raw DICOM: de-identified, content-addressed under raw/<sha[:2]>/<sha>.dcm in the bucket.
     raw_keys = [key for key in keys if key.startswith("tomosight/raw/")]
-    assert sorted(raw_keys) == sorted(uri.removeprefix(f"s3://{s3_bucket}/") for uri in filepaths["dicom_uri"])
+    bucket_prefix = f"s3://{s3_bucket}/"
+    assert sorted(raw_keys) == sorted(uri.removeprefix(bucket_prefix) for uri in filepaths["dicom_uri"])
     for row in filepaths.iter_rows(named=True):
-        key = row["dicom_uri"].removeprefix(f"s3://{s3_bucket}/")
+        key = row["dicom_uri"].removeprefix(bucket_prefix)
         assert key == f"tomosight/raw/{row['sha256'][:2]}/{row['sha256']}.dcm"
         body = client.get_object(Bucket=s3_bucket, Key=key)["Body"].read()
         assert hashlib.sha256(body).hexdigest() == row["sha256"]
