@@ -61,16 +61,24 @@ def materialize_graph(
     settings: Settings,
     *,
     partitions: Sequence[str] | None = None,
+    date_from: str | None = None,
+    date_to: str | None = None,
     echo: Callable[[str], None] = print,
 ) -> GraphRun:
-    """Scan the source, then run per-study, training, scoring and report jobs in order."""
+    """Scan the source, then run per-study, training, scoring and report jobs in order.
+
+    ``partitions`` (or the range ``date_from``..``date_to``, inclusive ISO dates) limits the
+    study dates backfilled; by default every date the source has studies for.
+    """
     defs = build_definitions(settings)
     resources = defs.resources
     instance = instance_for_home(settings.home)
     store, source, pseudonymizer = resources["store"], resources["dicom_source"], resources["pseudonymizer"]
     added = scan_source(source, store, pseudonymizer, dataset_root=getattr(source, "root", None))
     echo(f"source {settings.source_uri}: {len(added)} new item(s)")
-    run = GraphRun(partitions=sorted(partitions or set(read_inventory(store)["partition"].to_list())))
+    keys = sorted(partitions or set(read_inventory(store)["partition"].to_list()))
+    keys = [k for k in keys if (date_from is None or k >= date_from) and (date_to is None or k <= date_to)]
+    run = GraphRun(partitions=keys)
     if not run.partitions:
         echo("nothing to ingest")
         return run

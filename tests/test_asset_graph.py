@@ -144,6 +144,11 @@ def messy_landing(demo_home, tmp_path) -> Path:
     shutil.copy(volumes[2], volumes[2].parent / "copy-of-1-1.dcm")  # duplicated SOP Instance UID
     labels = next(landing.glob("BCS-DBT labels-*.csv"))
     labels.write_text(labels.read_text() + "DBT-P99999,DBT-S99999,lcc,1,0,0,0\n")
+    boxes = next(landing.glob("BCS-DBT boxes-*.csv"))
+    header, first, *rest = boxes.read_text().splitlines()
+    outside = first.split(",")
+    outside[header.split(",").index("X")] = "100000"  # a box far outside its image
+    boxes.write_text("\n".join([header, first, ",".join(outside), *rest]) + "\n")
     return landing
 
 
@@ -165,6 +170,10 @@ def test_bad_inputs_are_quarantined_and_good_data_still_flows(messy_landing, tmp
     assert {"not_dicom", "duplicate_sop_instance"} <= reasons
     assert reasons & {"corrupt_codestream", "truncated"}
     assert len(tables(home, "filepaths")) + len(quarantine) == len(inventory)
+    assert 100000 not in tables(home, "boxes")["X"].to_list()
+    rejected = [r.asset_materialization.metadata["rejected_boxes"].value
+                for r in instance.fetch_materializations(dg.AssetKey("boxes"), limit=100).records]
+    assert sum(rejected) == 1
     unmatched = dg.materialize(list(defs.assets), resources=defs.resources, instance=instance, selection=["unmatched_annotations"])
     assert unmatched.success
     assert "unknown_study" in tables(home, "unmatched_annotations")["reason"].to_list()

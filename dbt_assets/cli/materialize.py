@@ -12,6 +12,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--home", type=Path, help="platform state folder (default: $TOMOSIGHT_HOME or ./demo_home)")
     parser.add_argument("--dataset", help="a Duke-format dataset folder or any folder/s3:// prefix of DICOM files")
     parser.add_argument("--partition", action="append", help="only these study dates (YYYY-MM-DD); repeatable")
+    parser.add_argument("--from", dest="date_from", help="backfill only study dates on or after this day")
+    parser.add_argument("--to", dest="date_to", help="backfill only study dates on or before this day")
     parser.set_defaults(func=run)
 
 
@@ -29,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     from dbt_assets.settings import load_settings
 
     settings = load_settings()
-    result = materialize_graph(settings, partitions=args.partition)
+    result = materialize_graph(settings, partitions=args.partition, date_from=args.date_from, date_to=args.date_to)
     print_summary(settings, report_summary(settings))
     for failure in result.failed_steps + result.failed_checks:
         print(f"FAILED {failure}")
