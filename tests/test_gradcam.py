@@ -27,7 +27,9 @@ def test_cam_shape_range_and_masked_views(output: str) -> None:
     assert cam.shape == (4, 48, 40) and cam.dtype == np.float32
     assert np.isfinite(cam).all() and cam.min() >= 0.0 and cam.max() <= 1.0
     assert not cam[1].any()
-    batched = grad_cam(model, x.unsqueeze(0).numpy(), mask.unsqueeze(0).numpy(), output=output, class_index=3)
+    batched = grad_cam(
+        model, x.unsqueeze(0).numpy(), mask.unsqueeze(0).numpy(), output=output, class_index=3
+    )
     np.testing.assert_allclose(batched, cam, atol=1e-6)
 
 
@@ -63,11 +65,13 @@ def test_overlay_png(tmp_path) -> None:
     assert rgba.shape[:2] == (40, 32)
     hot, cold = rgba[5, 16, :3], rgba[35, 16, :3]
     assert hot[0] > hot[2] and cold[2] > cold[0]  # jet: red where the CAM is high, blue where low
-    with pytest.raises(CamError, match="same shape"):
+    with pytest.raises(CamError, match="of one shape"):
         save_cam_overlay(image, cam[:10], tmp_path / "bad.png")
 
 
-def _blob_batch(rng: np.random.Generator, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list]:
+def _blob_batch(
+    rng: np.random.Generator, n: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list]:
     """Noise views; every other exam has a bright disc at a random place in its lcc view."""
     x = rng.uniform(0.0, 0.3, size=(n, 4, 1, BLOB_SIZE, BLOB_SIZE)).astype(np.float32)
     yy, xx = np.mgrid[:BLOB_SIZE, :BLOB_SIZE]
@@ -94,7 +98,8 @@ def test_cam_of_overfitted_model_peaks_on_the_blob() -> None:
     model.train()
     for _ in range(100):
         x, mask, labels, _ = _blob_batch(rng, 12)
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(model(x, mask)["exam"][:, 0], labels)
+        logits = model(x, mask)["exam"][:, 0]
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels)
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()

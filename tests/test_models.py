@@ -60,7 +60,8 @@ def test_every_registered_model_runs(name: str) -> None:
     backbone = timm.create_model(model.config.backbone, pretrained=False, in_chans=1, num_classes=0)
     n_backbone = sum(p.numel() for p in backbone.parameters())
     n_total = sum(p.numel() for p in model.parameters())
-    n_heads = sum(p.numel() for m in (model.neck, model.slice_pool, model.head) for p in m.parameters())
+    heads = (model.neck, model.slice_pool, model.head)
+    n_heads = sum(p.numel() for m in heads for p in m.parameters())
     assert sum(p.numel() for p in model.backbone.parameters()) == n_backbone
     assert n_total == n_backbone + n_heads
     assert 0 < n_heads < 0.2 * n_total
@@ -76,8 +77,10 @@ def test_combination_shapes_and_masked_views_do_not_matter(
 ) -> None:
     slices = 1 if pooling == "none" else 3
     strategy = "central" if slices == 1 else "sampled"
-    model = _tiny(slice_pooling=pooling, fusion=fusion, exam_fusion=exam_fusion, num_classes=classes,
-                  n_slices=slices, slice_strategy=strategy, embed_dim=16)
+    model = _tiny(
+        slice_pooling=pooling, fusion=fusion, exam_fusion=exam_fusion, num_classes=classes,
+        n_slices=slices, slice_strategy=strategy, embed_dim=16,
+    )
     x, mask = _exam(2, slices)
     model.train()  # BatchNorm batch statistics must not see masked views either
     out = model(x, mask)
@@ -111,7 +114,8 @@ def test_max_fusion_is_max_over_present_views() -> None:
 
 
 def test_feature_head_split_matches_forward() -> None:
-    model = _tiny(slice_pooling="attention", fusion="concat", n_slices=2, slice_strategy="sampled").eval()
+    model = _tiny(slice_pooling="attention", fusion="concat", n_slices=2, slice_strategy="sampled")
+    model.eval()
     x, mask = _exam(2, 2)
     with torch.no_grad():
         whole = model(x, mask)
@@ -147,8 +151,10 @@ def test_channels_last_gives_the_same_outputs() -> None:
 
 
 def test_config_round_trip_and_factory_inputs() -> None:
-    config = ModelConfig(backbone="test_resnet", slice_pooling="max", n_slices=6, slice_strategy="sampled",
-                         input_size=(96, 80), num_classes=4, embed_dim=24)
+    config = ModelConfig(
+        backbone="test_resnet", slice_pooling="max", n_slices=6, slice_strategy="sampled",
+        input_size=(96, 80), num_classes=4, embed_dim=24,
+    )
     data = json.loads(json.dumps(config.to_dict()))
     assert ModelConfig.from_dict(data) == config
     model = create_model(data)
@@ -164,7 +170,10 @@ def test_config_round_trip_and_factory_inputs() -> None:
         (lambda: ModelConfig(slice_strategy="sample"), "Did you mean 'sampled'"),
         (lambda: ModelConfig(num_classes=2), "num_classes"),
         (lambda: ModelConfig(n_slices=4), "n_slices must be 1"),
-        (lambda: ModelConfig(slice_pooling="none", n_slices=4, slice_strategy="sampled"), "needs n_slices == 1"),
+        (
+            lambda: ModelConfig(slice_pooling="none", n_slices=4, slice_strategy="sampled"),
+            "needs n_slices == 1",
+        ),
         (lambda: ModelConfig(input_size=(64,)), "input_size"),
         (lambda: ModelConfig(dropout=1.5), "dropout"),
         (lambda: create_model("dbt_tiyn"), "Did you mean 'dbt_tiny'"),
@@ -183,14 +192,18 @@ def test_bad_configuration_fails_early_with_a_hint(build: object, message: str) 
     [
         ((2, 3, 1, SIZE, SIZE), None, "must be"),
         ((2, 4, 1, SIZE, SIZE), torch.zeros(2, 3, dtype=torch.bool), "view_mask"),
-        ((2, 4, 1, SIZE, SIZE), torch.tensor([[1, 0, 0, 0], [0, 0, 0, 0]], dtype=torch.bool), "at least one"),
+        ((2, 4, 1, SIZE, SIZE), torch.tensor([[1, 0, 0, 0], [0, 0, 0, 0]]).bool(), "at least one"),
         ((2, 4, 3, SIZE, SIZE), torch.ones(2, 4, dtype=torch.bool), "one slice per view"),
     ],
 )
-def test_bad_input_is_refused(shape: tuple[int, ...], mask: torch.Tensor | None, message: str) -> None:
+def test_bad_input_is_refused(
+    shape: tuple[int, ...], mask: torch.Tensor | None, message: str
+) -> None:
     model = _tiny().eval()
     with pytest.raises(ValueError, match=message):
-        model(torch.rand(shape), mask if mask is not None else torch.ones(shape[:2], dtype=torch.bool))
+        if mask is None:
+            mask = torch.ones(shape[:2], dtype=torch.bool)
+        model(torch.rand(shape), mask)
 
 
 @pytest.mark.parametrize("suffix", [".safetensors", ".pt"])
@@ -223,7 +236,10 @@ def test_three_channel_weights_load_into_one_channel_model(tmp_path, suffix: str
 def test_full_model_weights_round_trip(tmp_path) -> None:
     from safetensors.torch import save_file
 
-    model = _tiny(slice_pooling="attention", fusion="attention", n_slices=2, slice_strategy="sampled").eval()
+    model = _tiny(
+        slice_pooling="attention", fusion="attention", n_slices=2, slice_strategy="sampled"
+    )
+    model.eval()
     path = tmp_path / "model.safetensors"
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
     torch.manual_seed(123)

@@ -44,11 +44,13 @@ def create_backbone(config: ModelConfig) -> nn.Module:
         close = difflib.get_close_matches(config.backbone, timm.list_models(), n=3)
         hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
         raise ModelConfigError(f"unknown timm backbone {config.backbone!r}.{hint}")
-    return timm.create_model(config.backbone, pretrained=False, in_chans=config.in_chans, num_classes=0)
+    return timm.create_model(
+        config.backbone, pretrained=False, in_chans=config.in_chans, num_classes=0
+    )
 
 
 def read_state_dict(path: str | Path) -> dict[str, Tensor]:
-    """Tensors from a ``.safetensors`` file or a torch checkpoint (``state_dict``/``model`` unwrapped)."""
+    """Tensors from a ``.safetensors`` file or a torch checkpoint (``state_dict`` unwrapped)."""
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"weights file not found: {path}")
@@ -70,7 +72,7 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
 
 
 def adapt_input_conv(weight: Tensor, in_chans: int) -> Tensor:
-    """Adapt an ``(out, 3, k, k)`` stem to ``in_chans``: summed for 1, tiled and rescaled otherwise."""
+    """Adapt an ``(out, 3, k, k)`` stem to ``in_chans``: summed for 1, else tiled and rescaled."""
     if weight.dim() != 4 or weight.shape[1] != 3:
         raise WeightsError(f"cannot adapt input conv of shape {tuple(weight.shape)}")
     if in_chans == 1:

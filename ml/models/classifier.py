@@ -72,7 +72,9 @@ class DBTClassifier(nn.Module):
         elif maps.dim() == 3:
             flat = self.backbone.forward_head(maps, pre_logits=True)
         else:
-            raise ValueError(f"backbone {self.config.backbone!r} returned features of shape {tuple(maps.shape)}")
+            raise ValueError(
+                f"backbone {self.config.backbone!r} returned features of shape {tuple(maps.shape)}"
+            )
         instances = self.neck(flat).reshape(present.shape[0], per_view, self.embed_dim)
         pooled, weights = self.slice_pool(instances)
         embeddings = pooled.new_zeros(batch, views, self.embed_dim)
@@ -100,12 +102,17 @@ class DBTClassifier(nn.Module):
         if x.dim() != 5 or x.shape[1] != len(VIEW_ORDER):
             raise ValueError(f"x must be (B, 4, S, H, W), got {tuple(x.shape)}")
         if x.shape[2] % self.config.in_chans:
-            raise ValueError(f"slices per view ({x.shape[2]}) must be a multiple of in_chans ({self.config.in_chans})")
+            raise ValueError(
+                f"slices per view ({x.shape[2]}) must be a multiple of in_chans "
+                f"({self.config.in_chans})"
+            )
         if view_mask is None:
             return torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
         if tuple(view_mask.shape) != tuple(x.shape[:2]):
-            raise ValueError(f"view_mask must be (B, 4) = {tuple(x.shape[:2])}, got {tuple(view_mask.shape)}")
+            raise ValueError(
+                f"view_mask must be (B, 4) = {tuple(x.shape[:2])}, got {tuple(view_mask.shape)}"
+            )
         mask = view_mask.to(device=x.device, dtype=torch.bool)
         if not bool(mask.any(1).all()):
-            raise ValueError("every exam needs at least one present view (view_mask row is all False)")
+            raise ValueError("every exam needs at least one present view (all-False view_mask row)")
         return mask

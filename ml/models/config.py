@@ -75,7 +75,9 @@ class ModelConfig:
         if not isinstance(self.backbone, str) or not self.backbone:
             raise ModelConfigError(f"backbone must be a timm model name, got {self.backbone!r}")
         if self.pretrained is not None and not isinstance(self.pretrained, str):
-            raise ModelConfigError(f"pretrained must be a local file path or None, got {self.pretrained!r}")
+            raise ModelConfigError(
+                f"pretrained must be a local file path or None, got {self.pretrained!r}"
+            )
         look_up_option("slice_pooling", self.slice_pooling, SLICE_POOLINGS)
         look_up_option("fusion", self.fusion, BREAST_FUSIONS)
         look_up_option("exam_fusion", self.exam_fusion, EXAM_FUSIONS)
@@ -97,7 +99,8 @@ class ModelConfig:
         object.__setattr__(self, "input_size", size)
         if self.slice_strategy != "sampled" and self.n_slices != 1:
             raise ModelConfigError(
-                f"slice_strategy {self.slice_strategy!r} gives one slice per view; n_slices must be 1, "
+                f"slice_strategy {self.slice_strategy!r} gives one slice per view; "
+                "n_slices must be 1, "
                 f"got {self.n_slices} (use slice_strategy='sampled' for several)"
             )
         if self.slice_pooling == "none" and self.n_slices != 1:

@@ -41,10 +41,13 @@ def check_view_inputs(view_embeddings: Tensor, view_mask: Tensor) -> Tensor:
     if view_embeddings.dim() != 3 or view_embeddings.shape[1] != len(VIEW_ORDER):
         raise ValueError(f"view embeddings must be (B, 4, D), got {tuple(view_embeddings.shape)}")
     if tuple(view_mask.shape) != tuple(view_embeddings.shape[:2]):
-        raise ValueError(f"view_mask must be (B, 4) = {tuple(view_embeddings.shape[:2])}, got {tuple(view_mask.shape)}")
+        raise ValueError(
+            f"view_mask must be (B, 4) = {tuple(view_embeddings.shape[:2])}, "
+            f"got {tuple(view_mask.shape)}"
+        )
     mask = view_mask.to(device=view_embeddings.device, dtype=torch.bool)
     if not bool(mask.any(1).all()):
-        raise ValueError("every exam needs at least one present view (view_mask row is all False)")
+        raise ValueError("every exam needs at least one present view (all-False view_mask row)")
     return mask
 
 
@@ -91,7 +94,9 @@ class FusionHead(nn.Module):
             "breast_mask": breast_mask,
         }
 
-    def _breast(self, emb: Tensor, view_logits: Tensor, mask: Tensor, idx: tuple[int, int]) -> Tensor:
+    def _breast(
+        self, emb: Tensor, view_logits: Tensor, mask: Tensor, idx: tuple[int, int]
+    ) -> Tensor:
         sel = list(idx)
         if self.breast_fusion == "max":
             return masked_max(view_logits[:, sel], mask[:, sel], dim=1)

@@ -69,10 +69,13 @@ def grad_cam(
             encoding = model.encode(images.requires_grad_(True), mask)
             maps = encoding.feature_maps
             if maps.dim() != 4:
-                raise CamError(f"backbone {model.config.backbone!r} returns tokens, not a feature map; "
-                               "Grad-CAM supports CNN backbones only")
+                raise CamError(
+                    f"backbone {model.config.backbone!r} returns tokens, not a feature map; "
+                    "Grad-CAM supports CNN backbones only"
+                )
             out = model.forward_head(encoding.view_embeddings, encoding.view_mask)
-            (grads,) = torch.autograd.grad(_target(out, encoding.view_mask, output, class_index), maps)
+            target = _target(out, encoding.view_mask, output, class_index)
+            (grads,) = torch.autograd.grad(target, maps)
     finally:
         model.train(was_training)
     return _assemble(maps.detach(), grads, mask[0], images.shape[-2:])
@@ -96,21 +99,25 @@ def _assemble(maps: Tensor, grads: Tensor, mask: Tensor, size: torch.Size) -> np
 def save_cam_overlay(
     image: np.ndarray, cam: np.ndarray, path: str | Path, *, alpha: float = 0.4, cmap: str = "jet"
 ) -> Path:
-    """Write ``image`` (H, W) in [0, 1] in grey with ``cam`` (H, W) in [0, 1] as a translucent colour map (PNG)."""
+    """Write ``image`` (H, W) in [0, 1] in grey under ``cam`` (H, W) in [0, 1] in colour, as PNG."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     image = np.asarray(image, dtype=np.float32)
     cam = np.asarray(cam, dtype=np.float32)
     if image.ndim != 2 or cam.shape != image.shape:
-        raise CamError(f"image and cam must both be (H, W) of the same shape, got {image.shape} and {cam.shape}")
+        raise CamError(
+            f"image and cam must be (H, W) of one shape, got {image.shape} and {cam.shape}"
+        )
     height, width = image.shape
     dpi = 100
     fig = Figure(figsize=(width / dpi, height / dpi), dpi=dpi)
     FigureCanvasAgg(fig)
     ax = fig.add_axes((0.0, 0.0, 1.0, 1.0))
     ax.imshow(np.clip(image, 0.0, 1.0), cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
-    ax.imshow(np.clip(cam, 0.0, 1.0), cmap=cmap, vmin=0.0, vmax=1.0, alpha=alpha, interpolation="bilinear")
+    ax.imshow(
+        np.clip(cam, 0.0, 1.0), cmap=cmap, vmin=0.0, vmax=1.0, alpha=alpha, interpolation="bilinear"
+    )
     ax.set_axis_off()
     target = Path(path)
     with atomic_path(target) as tmp:

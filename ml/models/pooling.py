@@ -18,7 +18,9 @@ def _full_mask(x: Tensor, mask: Tensor | None) -> Tensor:
     if mask is None:
         return torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
     if mask.shape != x.shape[:2]:
-        raise ValueError(f"mask shape {tuple(mask.shape)} does not match instances {tuple(x.shape[:2])}")
+        raise ValueError(
+            f"mask shape {tuple(mask.shape)} does not match instances {tuple(x.shape[:2])}"
+        )
     return mask.to(device=x.device, dtype=torch.bool)
 
 

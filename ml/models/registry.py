@@ -38,7 +38,10 @@ def get_model_config(name: str) -> ModelConfig:
     return _REGISTRY[name]
 
 
-def resolve_config(config_or_name: str | ModelConfig | Mapping[str, Any], **overrides: Any) -> ModelConfig:
+ConfigLike = str | ModelConfig | Mapping[str, Any]
+
+
+def resolve_config(config_or_name: ConfigLike, **overrides: Any) -> ModelConfig:
     """A validated :class:`ModelConfig` from a name, config or dict, with overrides applied."""
     if isinstance(config_or_name, str):
         config = get_model_config(config_or_name)
@@ -47,11 +50,12 @@ def resolve_config(config_or_name: str | ModelConfig | Mapping[str, Any], **over
     elif isinstance(config_or_name, Mapping):
         config = ModelConfig.from_dict(config_or_name)
     else:
-        raise ModelConfigError(f"expected a model name, ModelConfig or dict, got {type(config_or_name).__name__}")
+        kind = type(config_or_name).__name__
+        raise ModelConfigError(f"expected a model name, ModelConfig or dict, got {kind}")
     return config.replace(**overrides) if overrides else config
 
 
-def create_model(config_or_name: str | ModelConfig | Mapping[str, Any], **overrides: Any) -> DBTClassifier:
+def create_model(config_or_name: ConfigLike, **overrides: Any) -> DBTClassifier:
     """Build a :class:`DBTClassifier` (weights only from the config's local ``pretrained`` path)."""
     return DBTClassifier(resolve_config(config_or_name, **overrides))
 

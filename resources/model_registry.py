@@ -1,0 +1,96 @@
+"""Champion/challenger aliases in the MLflow model registry.
+
+A newly registered version becomes ``challenger``.  It is promoted to ``champion`` only
+when its validation AUC is not worse than the champion's, judged with its confidence
+interval: promote when the challenger's upper CI bound reaches the champion's AUC.
+The decision and both numbers are written as tags on the challenger's version.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+
+
+@dataclass(frozen=True)
+class Validation:
+    """A model version's validation AUC with its 95% CI."""
+
+    auc: float
+    ci_low: float
+    ci_high: float
+
+    def as_tags(self) -> dict[str, str]:
+        return {"val_auc": f"{self.auc:.6f}", "val_auc_ci_low": f"{self.ci_low:.6f}", "val_auc_ci_high": f"{self.ci_high:.6f}"}
+
+    @classmethod
+    def from_tags(cls, tags: dict[str, str]) -> Validation | None:
+        try:
+            return cls(float(tags["val_auc"]), float(tags["val_auc_ci_low"]), float(tags["val_auc_ci_high"]))
+        except (KeyError, ValueError):
+            return None
+
+
+@dataclass(frozen=True)
+class PromotionDecision:
+    """What the gate decided, with the numbers it compared."""
+
+    version: str
+    promoted: bool
+    reason: str
+    challenger: Validation
+    champion_version: str | None
+    champion: Validation | None
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def mark_challenger(client, name: str, version: str, validation: Validation) -> None:
+    """Tag ``version`` with its validation figures and point the ``challenger`` alias at it."""
+    for key, value in validation.as_tags().items():
+        client.set_model_version_tag(name, version, key, value)
+    client.set_registered_model_alias(name, CHALLENGER, version)
+
+
+def current_champion(client, name: str) -> tuple[str, Validation | None] | None:
+    """The champion's version and validation figures, or None when there is no champion yet."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        champion = client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:
+        return None
+    return str(champion.version), Validation.from_tags(champion.tags)
+
+
+def decide(version: str, challenger: Validation, champion: tuple[str, Validation | None] | None) -> PromotionDecision:
+    """Promote unless the challenger is worse than the champion beyond its own CI."""
+    if champion is None:
+        return PromotionDecision(version, True, "no champion yet", challenger, None, None)
+    champion_version, figures = champion
+    if champion_version == version:
+        return PromotionDecision(version, True, "already champion", challenger, champion_version, figures)
+    if figures is None:
+        return PromotionDecision(version, True, "champion has no validation figures", challenger, champion_version, None)
+    if challenger.ci_high >= figures.auc:
+        reason = f"not worse: challenger CI upper bound {challenger.ci_high:.3f} >= champion AUC {figures.auc:.3f}"
+        return PromotionDecision(version, True, reason, challenger, champion_version, figures)
+    reason = f"worse: challenger CI upper bound {challenger.ci_high:.3f} < champion AUC {figures.auc:.3f}"
+    return PromotionDecision(version, False, reason, challenger, champion_version, figures)
+
+
+def gate_challenger(client, name: str, version: str) -> PromotionDecision:
+    """Run the promotion gate for a tagged challenger ``version``; record and apply the decision."""
+    tags = client.get_model_version(name, version).tags
+    challenger = Validation.from_tags(tags)
+    if challenger is None:
+        raise ValueError(f"{name} v{version} has no validation tags; call mark_challenger first")
+    decision = decide(version, challenger, current_champion(client, name))
+    client.set_model_version_tag(name, version, "promotion_decision", "promoted" if decision.promoted else "rejected")
+    client.set_model_version_tag(name, version, "promotion_reason", decision.reason)
+    if decision.promoted:
+        client.set_registered_model_alias(name, CHAMPION, version)
+    return decision

@@ -1,0 +1,56 @@
+"""Champion/challenger gate on a real MLflow registry (SQLite backend in tmp)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from resources.mlflow_resource import MlflowResource
+from resources.model_registry import CHAMPION, CHALLENGER, Validation, decide, gate_challenger, mark_challenger
+
+
+def test_decide_compares_the_challenger_ci_with_the_champion_auc():
+    champion = ("1", Validation(0.90, 0.85, 0.95))
+    assert decide("2", Validation(0.88, 0.80, 0.93), champion).promoted  # not worse within its CI
+    rejected = decide("2", Validation(0.70, 0.60, 0.80), champion)
+    assert not rejected.promoted and "0.800 < champion AUC 0.900" in rejected.reason
+    assert decide("1", Validation(0.5, 0.4, 0.6), None).promoted
+
+
+@pytest.fixture()
+def registry(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    resource = MlflowResource(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", artifact_location=str(tmp_path / "artifacts"))
+    return resource
+
+
+def register(resource: MlflowResource, value: float) -> str:
+    import mlflow.pyfunc
+
+    class Model(mlflow.pyfunc.PythonModel):
+        def predict(self, context, model_input, params=None):
+            return np.full(len(model_input), value)
+
+    resource.configure()
+    with resource.start_run(run_name=f"v{value}"):
+        info = mlflow.pyfunc.log_model(name="model", python_model=Model(), registered_model_name="gate-test")
+    return str(info.registered_model_version)
+
+
+def test_gate_promotes_then_refuses_a_worse_model_and_records_why(registry):
+    client = registry.client()
+    first = register(registry, 0.1)
+    mark_challenger(client, "gate-test", first, Validation(0.90, 0.85, 0.95))
+    assert gate_challenger(client, "gate-test", first).promoted
+    second = register(registry, 0.2)
+    mark_challenger(client, "gate-test", second, Validation(0.70, 0.60, 0.80))
+    decision = gate_challenger(client, "gate-test", second)
+    assert not decision.promoted and decision.champion.auc == pytest.approx(0.90)
+    assert client.get_model_version_by_alias("gate-test", CHAMPION).version == int(first)
+    assert client.get_model_version_by_alias("gate-test", CHALLENGER).version == int(second)
+    tags = client.get_model_version("gate-test", second).tags
+    assert tags["promotion_decision"] == "rejected" and "champion AUC 0.900" in tags["promotion_reason"]
+    import mlflow.pyfunc
+
+    champion = mlflow.pyfunc.load_model("models:/gate-test@champion")
+    assert champion.predict(np.zeros((3, 1))).tolist() == [0.1, 0.1, 0.1]
