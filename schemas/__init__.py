@@ -4,7 +4,7 @@ from schemas.duke import Boxes, ExamLabels, FilePaths
 from schemas.errors import ContractError, SchemaMismatchError
 from schemas.fields import VIEW_PATTERN
 from schemas.parquet import ParquetInfo, read_parquet, read_parquet_info, write_parquet
-from schemas.pipeline import SLICE_STRATEGIES, SPLITS, Preprocessed, Splits
+from schemas.pipeline import QUARANTINE_STAGES, SLICE_STRATEGIES, SPLITS, Preprocessed, Quarantine, Splits
 from schemas.predictions import BoxPredictions, ExamPredictions, Predictions
 from schemas.registry import CONTRACTS, SCHEMA_VERSIONS, schema_name, schema_version
 from schemas.validate import validate
@@ -24,6 +24,8 @@ __all__ = [
     "ParquetInfo",
     "Predictions",
     "Preprocessed",
+    "QUARANTINE_STAGES",
+    "Quarantine",
     "SchemaMismatchError",
     "Splits",
     "read_parquet",

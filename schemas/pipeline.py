@@ -47,3 +47,20 @@ class Splits(pa.DataFrameModel):
 
     class Config:
         strict = True
+
+
+QUARANTINE_STAGES: tuple[str, ...] = ("scan", "fetch", "qc", "dedup")
+
+
+@register_contract("1.0")
+class Quarantine(pa.DataFrameModel):
+    """Source files refused at ingestion: where they are, at which stage and why."""
+
+    source_uri: str = identifier()
+    stage: str = pa.Field(isin=list(QUARANTINE_STAGES))
+    # A short machine-readable code (e.g. ``not_dicom``) and a readable explanation.
+    reason: str = identifier()
+    detail: str = pa.Field(nullable=True)
+
+    class Config:
+        strict = True

@@ -149,6 +149,14 @@ def splits() -> pl.DataFrame:
     )
 
 
+def quarantine() -> pl.DataFrame:
+    return pl.DataFrame(
+        {"source_uri": ["s3://b/landing/a.dcm", "/data/b.dcm"], "stage": ["scan", "qc"],
+         "reason": ["not_dicom", "corrupt_codestream"], "detail": [None, "cannot decode frame 30"]},
+        schema={"source_uri": pl.String, "stage": pl.String, "reason": pl.String, "detail": pl.String},
+    )  # fmt: skip
+
+
 VALID: dict[str, Callable[[], pl.DataFrame]] = {
     "FilePaths": file_paths,
     "ExamLabels": exam_labels,
@@ -158,6 +166,7 @@ VALID: dict[str, Callable[[], pl.DataFrame]] = {
     "BoxPredictions": box_predictions,
     "Preprocessed": preprocessed,
     "Splits": splits,
+    "Quarantine": quarantine,
 }
 
 

@@ -17,7 +17,7 @@ from dbt_assets.partitions import study_date
 from resources.object_store import ObjectStore
 from resources.pseudonymizer import Pseudonymizer
 from resources.sources_base import DicomSource
-from schemas import FilePaths
+from schemas import FilePaths, Quarantine
 
 with warnings.catch_warnings():  # partitioned checks are a Dagster preview feature, used on purpose
     warnings.simplefilter("ignore", dg.PreviewWarning)
@@ -62,3 +62,4 @@ def ingest(
 
 
 filepaths_contract = contract_check("filepaths", FilePaths, study_date)
+quarantine_contract = contract_check("quarantine", Quarantine, study_date)

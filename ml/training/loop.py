@@ -253,11 +253,12 @@ def train(
             if hasattr(part, "set_epoch"):
                 part.set_epoch(epoch)
         net.train()
-        started, seen, loss_sum = time.perf_counter(), 0, 0.0
+        started, seen, loss_sum = time.perf_counter(), 0, torch.zeros((), device=device)
+        show_progress = config.progress and context.is_main
         batches = tqdm(
             train_loader,
             desc=f"epoch {epoch + 1}/{config.epochs}",
-            disable=not (config.progress and context.is_main),
+            disable=not show_progress,
             leave=False,
         )
         n_batches = len(train_loader)
@@ -282,13 +283,15 @@ def train(
                 scheduler.step()
             size = len(batch["malignant"])
             seen += size
-            loss_sum += loss.item() * size
-            batches.set_postfix(loss=f"{loss.item():.4f}")
+            loss_sum = loss_sum + loss.detach().float() * size  # no per-step device sync
+            if show_progress and index % 10 == 0:
+                batches.set_postfix(loss=f"{loss.item():.4f}")
+        loss_mean = float(loss_sum) / max(seen, 1)
         elapsed = time.perf_counter() - started
         val = evaluate(unwrap(net), val_loader, config, pos_weight, device, context)
         metrics = {
             "epoch": float(epoch),
-            "train_loss": loss_sum / max(seen, 1),
+            "train_loss": loss_mean,
             "val_loss": val["loss"],
             "val_auc": val["auc"],
             "val_brier": val["brier"],
