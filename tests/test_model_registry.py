@@ -54,3 +54,33 @@ def test_gate_promotes_then_refuses_a_worse_model_and_records_why(registry):
 
     champion = mlflow.pyfunc.load_model("models:/gate-test@champion")
     assert champion.predict(np.zeros((3, 1))).tolist() == [0.1, 0.1, 0.1]
+
+
+def test_classifier_round_trip_through_the_registry_by_champion_alias(registry):
+    import torch
+
+    from ml.models import create_model
+    from resources.pyfunc_model import load_classifier, log_classifier
+
+    torch.manual_seed(0)
+    model = create_model("dbt_tiny", input_size=(32, 32)).eval()
+    x = torch.rand(3, 4, 1, 32, 32)
+    mask = torch.tensor([[True, True, False, False], [True, True, True, True], [False, False, True, True]])
+    with torch.no_grad():
+        expected = torch.sigmoid(model(x, mask)["exam"][:, 0] / 1.5).numpy()
+    registry.configure()
+    with registry.start_run(run_name="cnn"):
+        info = log_classifier(model, temperature=1.5, registered_model_name="dbt-cnn")
+    client = registry.client()
+    mark_challenger(client, "dbt-cnn", str(info.registered_model_version), Validation(0.9, 0.8, 0.95))
+    assert gate_challenger(client, "dbt-cnn", str(info.registered_model_version)).promoted
+    import mlflow.pyfunc
+
+    loaded = mlflow.pyfunc.load_model("models:/dbt-cnn@champion")
+    out = loaded.predict({"x": x.numpy(), "view_mask": mask.numpy()})
+    np.testing.assert_array_equal(out["prob_malignant"], expected.astype(np.float32))
+    assert out["view_probs"].shape == (3, 4) and (out["view_probs"][~mask.numpy()] == 0).all()
+    restored, temperature = load_classifier("models:/dbt-cnn@champion")
+    assert temperature == 1.5 and hasattr(restored, "forward_features")  # the real module: Grad-CAM works
+    with torch.no_grad():
+        np.testing.assert_array_equal(restored(x, mask)["exam"].numpy(), model(x, mask)["exam"].numpy())
