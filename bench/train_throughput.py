@@ -33,7 +33,9 @@ from ml.training import ExamDataset, TrainConfig, seed_everything, train
 VIEWS = ("lcc", "lmlo", "rcc", "rmlo")
 
 
-def write_exams(root: Path, n_exams: int, size: tuple[int, int], seed: int) -> tuple[pl.DataFrame, pl.DataFrame]:
+def write_exams(
+    root: Path, n_exams: int, size: tuple[int, int], seed: int
+) -> tuple[pl.DataFrame, pl.DataFrame]:
     """``n_exams`` studies with all four views as float16 .npy, half of them malignant."""
     rng = np.random.default_rng(seed)
     manifest, labels = [], []
@@ -45,8 +47,8 @@ def write_exams(root: Path, n_exams: int, size: tuple[int, int], seed: int) -> t
             manifest.append({"StudyUID": study, "View": view, "slice_strategy": "central",
                              "height": size[0], "width": size[1], "n_slices": 1,
                              "tensor_uri": str(path)})
-            labels.append({"PatientID": f"P{i}", "StudyUID": study, "View": view, "Normal": 1 - cancer,
-                           "Actionable": 0, "Benign": 0, "Cancer": cancer})
+            labels.append({"PatientID": f"P{i}", "StudyUID": study, "View": view,
+                           "Normal": 1 - cancer, "Actionable": 0, "Benign": 0, "Cancer": cancer})
     return pl.DataFrame(manifest), pl.DataFrame(labels)
 
 
@@ -57,8 +59,10 @@ def project_throughput(args: argparse.Namespace, root: Path) -> float:
     train_ds = ExamDataset(manifest, labels)
     val_ds = ExamDataset(manifest.head(len(VIEWS) * 2), labels.head(len(VIEWS) * 2))
     seed_everything(args.seed)
-    model = create_model(ModelConfig(backbone=args.backbone, slice_pooling="none",
-                                     input_size=tuple(args.size), n_slices=1, slice_strategy="central"))
+    model = create_model(ModelConfig(
+        backbone=args.backbone, slice_pooling="none", input_size=tuple(args.size),
+        n_slices=1, slice_strategy="central",
+    ))
     config = TrainConfig(epochs=2, batch_size=exams_per_step, lr=1e-4, device=args.device,
                          amp_bf16=args.bf16, channels_last=args.channels_last, compile=args.compile,
                          num_workers=args.workers, progress=False, seed=args.seed)
@@ -79,7 +83,8 @@ def raw_throughput(args: argparse.Namespace) -> float:
     target = (torch.arange(args.batch, device=device) % 2).float()
 
     def step() -> None:
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16 and device.type == "cuda"):
+        bf16 = args.bf16 and device.type == "cuda"
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             logits = step_model(images)[:, 0]
         loss = F.binary_cross_entropy_with_logits(logits.float(), target)
         loss.backward()
@@ -99,7 +104,9 @@ def raw_throughput(args: argparse.Namespace) -> float:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--backbone", default="resnet18")
     parser.add_argument("--size", type=int, nargs=2, default=(128, 104), metavar=("H", "W"))
     parser.add_argument("--batch", type=int, default=8, help="images per step (multiple of 4)")

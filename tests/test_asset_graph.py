@@ -111,9 +111,12 @@ def test_rerunning_a_partition_is_idempotent(demo_home):
 def test_reports_and_warehouse_views(demo_home):
     reports = demo_home / "store/reports"
     evaluation = json.loads((reports / "evaluation.json").read_text())
-    assert set(evaluation["splits"]) == {"train", "val", "test"}
-    for png in ("roc.png", "froc.png"):
+    assert set(evaluation["exams"]) == {"train", "val", "test"} and evaluation["temperature"] > 0
+    pngs = ["froc.png"] + (["roc.png", "pr.png", "reliability.png"] if evaluation["test"] else [])
+    for png in pngs:  # the ROC family needs both classes in the test split
         assert (reports / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    if evaluation["test"]:
+        assert "ROC-AUC" in (reports / "model_card.md").read_text()
     assert (demo_home / "contact_sheet.png").exists()
     counts = Warehouse(path=str(demo_home / "warehouse.duckdb")).query(
         "SELECT (SELECT count(*) FROM filepaths) AS volumes, (SELECT count(*) FROM predictions) AS scored, "

@@ -67,7 +67,8 @@ def write_cohort(
             path = root / f"{study}_{view}.npy"
             np.save(path, np.clip(image, 0, 1).astype(np.float16))
             manifest.append(
-                {"StudyUID": study, "View": view, "slice_strategy": "sampled" if slices > 1 else "central",
+                {"StudyUID": study, "View": view,
+                 "slice_strategy": "sampled" if slices > 1 else "central",
                  "height": SIZE, "width": SIZE, "n_slices": slices, "tensor_uri": str(path)}
             )
             labels.append({"PatientID": patient, "StudyUID": study, "View": view,
@@ -276,9 +277,12 @@ def test_seeding_makes_runs_identical(cohort):
         return train(model, ds, ExamDataset(manifest, labels), config)
 
     first, second = run(), run()
-    strip = [{k: v for k, v in h.items() if k != "train_images_per_s"} for h in first.history]
-    assert strip == [{k: v for k, v in h.items() if k != "train_images_per_s"} for h in second.history]
-    for (name, a), (_, b) in zip(first.model.state_dict().items(), second.model.state_dict().items()):
+    def metrics(result):
+        return [{k: v for k, v in h.items() if k != "train_images_per_s"} for h in result.history]
+
+    assert metrics(first) == metrics(second)
+    pairs = zip(first.model.state_dict().items(), second.model.state_dict().items())
+    for (name, a), (_, b) in pairs:
         assert torch.equal(a, b), name
 
 
@@ -338,7 +342,8 @@ def test_cli_trains_and_writes_checkpoints(tmp_path, capsys):
 
     tables = write_tables(tmp_path, tmp_path)
     config = json.dumps({"train": {"epochs": 2, "batch_size": 4, "device": "cpu"}})
-    code = main(["train", *tables, "--config", config, "--out", str(tmp_path / "out"), "--no-progress"])
+    out = str(tmp_path / "out")
+    code = main(["train", *tables, "--config", config, "--out", out, "--no-progress"])
     assert code == 0
     summary = json.loads((tmp_path / "out" / "history.json").read_text())
     assert len(summary["history"]) == 2 and summary["n_train"] == 8 and summary["n_val"] == 4
@@ -357,7 +362,8 @@ def test_torchrun_two_processes_gloo(tmp_path):
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-               "--master_addr=127.0.0.1", f"--master_port={port}", "-m", "ml.training", *tables, "--config", config,
+               "--master_addr=127.0.0.1", f"--master_port={port}", "-m", "ml.training",
+               *tables, "--config", config,
                "--out", str(tmp_path / "out"), "--no-progress"]
     started = time.perf_counter()
     try:

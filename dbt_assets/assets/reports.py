@@ -10,16 +10,28 @@ import tempfile
 from pathlib import Path
 
 import dagster as dg
-import numpy as np
 import polars as pl
 
 from dbt_assets.audit import audit_metadata
 from dbt_assets.checks import contract_check
 from dbt_assets.partitions import study_date
-from ml.baseline_classifier import auc_or_none
+from ml.evaluation import (
+    EvaluationReport,
+    apply_temperature,
+    evaluate_scores,
+    fit_temperature,
+    logit,
+    model_card,
+    operating_points,
+    plot_pr,
+    plot_reliability,
+    plot_roc,
+    sigmoid,
+)
 from ml.blob_detector import PREDICTION_COLUMNS, detect_volume
 from ml.froc import evaluate
 from ml.froc_plot import plot_froc
+from resources.mlflow_resource import MlflowResource
 from resources.object_store import ObjectStore
 from schemas import BoxPredictions
 
@@ -53,59 +65,102 @@ def _put_png(store: ObjectStore, key: str, draw) -> str:
         return store.put_file(key, path)
 
 
-def roc_plot(labels: np.ndarray, scores: np.ndarray, auc: float | None, path: Path) -> None:
-    """ROC curve of exam-level scores as a PNG."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    from sklearn.metrics import roc_curve
+class EvaluationConfig(dg.Config):
+    """Bootstrap and operating-point settings of the evaluation report."""
 
-    fig = Figure(figsize=(5, 5), dpi=100)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    if auc is not None:
-        fpr, tpr, _ = roc_curve(labels, scores)
-        ax.plot(fpr, tpr, label=f"AUC {auc:.3f}")
-    ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=0.8)
-    ax.set(xlabel="1 - specificity", ylabel="sensitivity", title="Exam-level ROC (test split)")
-    if auc is not None:
-        ax.legend(loc="lower right")
-    else:
-        ax.text(0.5, 0.5, "test split has one class only: no ROC", ha="center")
-    fig.savefig(path)
+    n_boot: int = 1000
+    seed: int = 0
+    target_specificity: float = 0.90
 
 
-@dg.asset(group_name="reports", description="Exam-level ROC-AUC per split, malignant vs rest, with a ROC plot.")
+def exam_truth(exam_predictions: pl.DataFrame, exam_labels: pl.DataFrame, filepaths: pl.DataFrame) -> pl.DataFrame:
+    """Exam scores with the malignant-vs-rest truth and the vendor, one row per scored exam."""
+    truth = exam_labels.group_by("StudyUID").agg(pl.col("Cancer").max().alias("cancer"))
+    vendor = filepaths.group_by("StudyUID").agg(pl.col("vendor").first())
+    return (
+        exam_predictions.join(truth, on="StudyUID", how="inner")
+        .join(vendor, on="StudyUID", how="left")
+        .with_columns(pl.col("vendor").fill_null("unknown"))
+        .sort("StudyUID")
+    )
+
+
+def evaluate_split(part: pl.DataFrame, temperature: float, config: EvaluationConfig) -> EvaluationReport | None:
+    """Calibrated test metrics with patient-level bootstrap CIs (None when one class only)."""
+    if part.is_empty() or part["cancer"].n_unique() < 2:
+        return None
+    probs = sigmoid(apply_temperature(logit(part["prob_malignant"].to_numpy()), temperature))
+    return evaluate_scores(
+        probs, part["cancer"].to_numpy(), part["PatientID"].to_numpy(),
+        groups={"vendor": part["vendor"].to_numpy()}, n_boot=config.n_boot, seed=config.seed,
+    )  # fmt: skip
+
+
+@dg.asset(group_name="reports", description="Calibrated exam-level evaluation with CIs, operating points, plots and model card.")
 def evaluation_report(
     context: dg.AssetExecutionContext,
+    config: EvaluationConfig,
     exam_predictions: pl.DataFrame,
     exam_labels: pl.DataFrame,
+    filepaths: pl.DataFrame,
+    model: pl.DataFrame,
     store: ObjectStore,
+    mlflow: MlflowResource,
 ) -> dg.MaterializeResult:
-    truth = exam_labels.group_by("StudyUID").agg(pl.col("Cancer").max().alias("cancer"))
-    scored = exam_predictions.join(truth, on="StudyUID", how="inner") if not exam_predictions.is_empty() else pl.DataFrame()
-    per_split = {}
-    for split in ("train", "val", "test"):
-        part = scored.filter(pl.col("split") == split) if not scored.is_empty() else scored
-        if part.is_empty():
-            per_split[split] = {"exams": 0, "cancers": 0, "auc": None}
-            continue
-        labels, scores = part["cancer"].to_numpy(), part["prob_malignant"].to_numpy()
-        per_split[split] = {"exams": len(part), "cancers": int(labels.sum()), "auc": auc_or_none(labels, scores)}
-    versions = sorted(set(exam_predictions["model_version"].to_list())) if len(exam_predictions) else []
-    report = {"task": "malignant (Cancer) vs rest, exam level", "model_versions": versions, "splits": per_split}
-    json_uri = _put_json(store, "reports/evaluation.json", report)
-    test = scored.filter(pl.col("split") == "test") if not scored.is_empty() else scored
-    labels = test["cancer"].to_numpy() if len(test) else np.array([])
-    scores = test["prob_malignant"].to_numpy() if len(test) else np.array([])
-    png_uri = _put_png(store, "reports/roc.png", lambda p: roc_plot(labels, scores, per_split["test"]["auc"], p))
-    context.log.info(f"evaluation: {json.dumps(per_split)}")
+    scored = exam_truth(exam_predictions, exam_labels, filepaths) if not exam_predictions.is_empty() else pl.DataFrame()
+    if scored.is_empty():
+        raise dg.Failure("no scored exam has a label: materialize predictions and exam_labels first")
+    val, test = scored.filter(pl.col("split") == "val"), scored.filter(pl.col("split") == "test")
+    val_logits, val_labels = logit(val["prob_malignant"].to_numpy()), val["cancer"].to_numpy()
+    temperature = fit_temperature(val_logits, val_labels) if val["cancer"].n_unique() == 2 else 1.0
+    report = evaluate_split(test, temperature, config)
+    calibrated_val = sigmoid(apply_temperature(val_logits, temperature))
+    points = operating_points(calibrated_val, val_labels, target_specificity=config.target_specificity) if val["cancer"].n_unique() == 2 else {}
+    model_row = model.row(0, named=True)
+    uris: dict[str, str] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        if report is not None:
+            test_raw = test["prob_malignant"].to_numpy()
+            test_cal = sigmoid(apply_temperature(logit(test_raw), temperature))
+            labels, patients = test["cancer"].to_numpy(), test["PatientID"].to_numpy()
+            plot_roc(test_cal, labels, folder / "roc.png", patient_ids=patients, seed=config.seed)
+            plot_pr(test_cal, labels, folder / "pr.png")
+            plot_reliability(test_raw, labels, folder / "reliability.png", calibrated=test_cal)
+            card = model_card(
+                report, model_name=model_row["model_name"], version=model_row["model_version"],
+                config={"model_uri": model_row["model_uri"], "temperature": round(temperature, 4)},
+                data={"exams (test)": len(test), "cancers (test)": int(labels.sum()), "exams (val)": len(val)},
+                calibration={"temperature": temperature, "fitted on": "validation split"},
+                operating_points=points,
+            )  # fmt: skip
+            (folder / "model_card.md").write_text(card)
+        payload = {
+            "task": "malignant (Cancer) vs rest, exam level",
+            "model_version": model_row["model_version"],
+            "temperature": temperature,
+            "test": report.to_dict() if report is not None else None,
+            "operating_points": points,
+            "exams": {split: int((scored["split"] == split).sum()) for split in ("train", "val", "test")},
+        }
+        (folder / "evaluation.json").write_text(json.dumps(payload, indent=2, sort_keys=True, default=float))
+        for path in sorted(folder.iterdir()):
+            uris[path.name] = store.put_file(f"reports/{path.name}", path)
+        client = mlflow.client()
+        for path in sorted(folder.iterdir()):
+            client.log_artifact(model_row["mlflow_run_id"], str(path), artifact_path="evaluation")
+    overall = report.overall.metrics if report is not None else {}
+    auc = overall.get("roc_auc")
+    context.log.info(f"test ROC-AUC {auc.value if auc else 'n/a'}, temperature {temperature:.3f}")
     return dg.MaterializeResult(
         metadata={
             **audit_metadata(context),
-            "test_auc": per_split["test"]["auc"] if per_split["test"]["auc"] is not None else "n/a",
-            "report": dg.MetadataValue.path(json_uri),
-            "roc_plot": dg.MetadataValue.path(png_uri),
-            "model_versions": dg.MetadataValue.json(versions),
+            "test_auc": auc.value if auc else "n/a",
+            "test_auc_ci": dg.MetadataValue.json([auc.lower, auc.upper] if auc else None),
+            "test_ece": overall["ece"].value if "ece" in overall else "n/a",
+            "temperature": temperature,
+            "model_version": model_row["model_version"],
+            **{name: dg.MetadataValue.path(uri) for name, uri in uris.items()},
         }
     )
 

@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     settings = load_settings()
     result = materialize_graph(settings)
     print_summary(settings, report_summary(settings))
-    print(f"reports:       {settings.store_uri}/reports (evaluation.json, roc.png, froc.json, froc.png)")
+    print(f"reports:       {settings.store_uri}/reports (evaluation.json, model_card.md, roc/pr/reliability/froc PNGs)")
     for failure in result.failed_steps + result.failed_checks:
         print(f"FAILED {failure}")
     return 0 if result.success and not result.failed_checks else 1

@@ -41,10 +41,18 @@ def run(args: argparse.Namespace) -> int:
 def print_summary(settings, summary: dict) -> None:
     """Evaluation figures and where each artefact lives."""
     evaluation = summary.get("evaluation", {})
-    for split, figures in evaluation.get("splits", {}).items():
-        auc = figures.get("auc")
-        print(f"exam-level ROC-AUC [{split}]: {auc:.3f}" if auc is not None else f"exam-level ROC-AUC [{split}]: n/a",
-              f"({figures.get('exams')} exams, {figures.get('cancers')} cancers)")  # fmt: skip
+    test = (evaluation.get("test") or {}).get("overall")
+    if test:
+        def fmt(name: str) -> str:
+            m = test["metrics"][name]
+            bounds = f" [{m['lower']:.3f}, {m['upper']:.3f}]" if m["lower"] is not None else ""
+            return f"{m['value']:.3f}{bounds}" if m["value"] is not None else "n/a"
+
+        print(f"test split ({test['n_exams']} exams, {test['n_positive']} cancers), model v{evaluation['model_version']}, "
+              f"temperature {evaluation['temperature']:.2f}:")  # fmt: skip
+        print(f"  exam-level ROC-AUC {fmt('roc_auc')}  PR-AUC {fmt('pr_auc')}  ECE {fmt('ece')}  Brier {fmt('brier')}")
+    elif evaluation:
+        print(f"test split: one class only, no ROC ({evaluation.get('exams')})")
     froc = summary.get("froc")
     if froc:
         print(f"FROC (DBTex, blob baseline): mean sensitivity {froc['mean_sensitivity']:.3f}")

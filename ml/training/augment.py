@@ -34,7 +34,7 @@ class RandomTransform:
 
 
 class RandomFlip(RandomTransform):
-    """Flip rows (``axis=-2``, vertical, default) or columns (``axis=-1``) with probability ``p``."""
+    """With probability ``p``, flip rows (``axis=-2``: vertical, default) or columns (``-1``)."""
 
     def __init__(self, p: float = 0.5, axis: int = -2, seed: Key = 0) -> None:
         super().__init__(seed)

@@ -66,7 +66,7 @@ def _default_factory(config: dict[str, Any]) -> nn.Module:
 def load_checkpoint(
     path_dir: str | Path, factory: ModelFactory | None = None, device: str = "cpu"
 ) -> nn.Module:
-    """Rebuild the model from ``config.json`` (``ml.models`` by default), load weights, eval mode."""
+    """Rebuild the model from ``config.json`` (via ``ml.models``), load weights, eval mode."""
     from safetensors.torch import load_model
 
     folder = Path(path_dir)
@@ -78,5 +78,6 @@ def load_checkpoint(
     try:
         load_model(model, str(weights), strict=True, device=device)
     except RuntimeError as error:
-        raise CheckpointError(f"{weights} does not fit the model of {CONFIG_FILE}: {error}") from error
+        message = f"{weights} does not fit the model of {CONFIG_FILE}: {error}"
+        raise CheckpointError(message) from error
     return model.to(device).eval()

@@ -41,7 +41,9 @@ def exam_table(labels: pl.DataFrame) -> pl.DataFrame:
     target = sum(pl.col(c).cast(pl.Int64) * i for i, c in enumerate(CLASS_COLUMNS))
     per_view = labels.select("StudyUID", "PatientID", target.alias("target"))
     exams = per_view.group_by("StudyUID").agg(
-        pl.col("PatientID").first(), pl.col("target").first(), pl.col("target").n_unique().alias("n")
+        pl.col("PatientID").first(),
+        pl.col("target").first(),
+        pl.col("target").n_unique().alias("n"),
     )
     bad = exams.filter(pl.col("n") > 1)["StudyUID"].to_list()
     if bad:

@@ -19,7 +19,8 @@ from typing import Any
 from ml.training.errors import ConfigError
 
 CONFIG_KEYS = ("model", "train", "augment", "horizontal_flip")
-DEFAULT_MODEL = "dbt_tiny"
+# Default model by slices per view: a 2D model for one slice, attention MIL for several.
+DEFAULT_MODELS = {True: "dbt_tiny", False: "dbt_tiny_mil"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -59,7 +60,7 @@ def run_training(
     *,
     progress: bool = True,
 ):  # -> TrainResult (imported lazily)
-    """Build datasets, model and TrainConfig from the tables and ``config``; train; write results."""
+    """Build datasets, model and TrainConfig from the tables and ``config``; train; write."""
     import polars as pl
 
     from ml.atomic import write_text_atomic
@@ -77,11 +78,11 @@ def run_training(
     train_config = TrainConfig.from_dict(
         {"checkpoint_dir": str(out), "progress": progress, **config.get("train", {})}
     )
-    model_spec = config.get("model", DEFAULT_MODEL)
     geometry = manifest.select("slice_strategy", "n_slices", "height", "width").unique().rows()
     if len(geometry) != 1:
         raise ConfigError(f"the manifest mixes input geometries: {geometry[:4]}")
     strategy, n_slices, height, width = geometry[0]
+    model_spec = config.get("model", DEFAULT_MODELS[n_slices == 1])
 
     def subset(name: str) -> ExamDataset:
         studies = splits.filter(pl.col("split") == name)["StudyUID"].to_list()

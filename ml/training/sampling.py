@@ -44,7 +44,9 @@ class ShardedSampler(Sampler[int]):
             return list(range(self.size))
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         if self.weights is not None:
-            drawn = torch.multinomial(self.weights, self.size, replacement=True, generator=generator)
+            drawn = torch.multinomial(
+                self.weights, self.size, replacement=True, generator=generator
+            )
             return drawn.tolist()
         return torch.randperm(self.size, generator=generator).tolist()
 
