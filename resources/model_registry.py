@@ -40,7 +40,7 @@ class PromotionDecision:
     version: str
     promoted: bool
     reason: str
-    challenger: Validation
+    challenger: Validation | None
     champion_version: str | None
     champion: Validation | None
 
@@ -48,9 +48,10 @@ class PromotionDecision:
         return asdict(self)
 
 
-def mark_challenger(client, name: str, version: str, validation: Validation) -> None:
-    """Tag ``version`` with its validation figures and point the ``challenger`` alias at it."""
-    for key, value in validation.as_tags().items():
+def mark_challenger(client, name: str, version: str, validation: Validation | None) -> None:
+    """Tag ``version`` with its validation figures (None: not measurable) and point ``challenger`` at it."""
+    tags = validation.as_tags() if validation is not None else {"val_auc": "unavailable"}
+    for key, value in tags.items():
         client.set_model_version_tag(name, version, key, value)
     client.set_registered_model_alias(name, CHALLENGER, version)
 
@@ -66,28 +67,29 @@ def current_champion(client, name: str) -> tuple[str, Validation | None] | None:
     return str(champion.version), Validation.from_tags(champion.tags)
 
 
-def decide(version: str, challenger: Validation, champion: tuple[str, Validation | None] | None) -> PromotionDecision:
+def decide(version: str, challenger: Validation | None, champion: tuple[str, Validation | None] | None) -> PromotionDecision:
     """Promote unless the challenger is worse than the champion beyond its own CI."""
     if champion is None:
         return PromotionDecision(version, True, "no champion yet", challenger, None, None)
     champion_version, figures = champion
     if champion_version == version:
         return PromotionDecision(version, True, "already champion", challenger, champion_version, figures)
+    if challenger is None:
+        return PromotionDecision(version, False, "challenger has no validation AUC", None, champion_version, figures)
     if figures is None:
         return PromotionDecision(version, True, "champion has no validation figures", challenger, champion_version, None)
-    if challenger.ci_high >= figures.auc:
-        reason = f"not worse: challenger CI upper bound {challenger.ci_high:.3f} >= champion AUC {figures.auc:.3f}"
-        return PromotionDecision(version, True, reason, challenger, champion_version, figures)
-    reason = f"worse: challenger CI upper bound {challenger.ci_high:.3f} < champion AUC {figures.auc:.3f}"
-    return PromotionDecision(version, False, reason, challenger, champion_version, figures)
+    verdict = "not worse" if challenger.ci_high >= figures.auc else "worse"
+    relation = ">=" if verdict == "not worse" else "<"
+    reason = f"{verdict}: challenger CI upper bound {challenger.ci_high:.3f} {relation} champion AUC {figures.auc:.3f}"
+    return PromotionDecision(version, verdict == "not worse", reason, challenger, champion_version, figures)
 
 
 def gate_challenger(client, name: str, version: str) -> PromotionDecision:
     """Run the promotion gate for a tagged challenger ``version``; record and apply the decision."""
     tags = client.get_model_version(name, version).tags
-    challenger = Validation.from_tags(tags)
-    if challenger is None:
+    if "val_auc" not in tags:
         raise ValueError(f"{name} v{version} has no validation tags; call mark_challenger first")
+    challenger = Validation.from_tags(tags)
     decision = decide(version, challenger, current_champion(client, name))
     client.set_model_version_tag(name, version, "promotion_decision", "promoted" if decision.promoted else "rejected")
     client.set_model_version_tag(name, version, "promotion_reason", decision.reason)

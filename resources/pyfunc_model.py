@@ -33,7 +33,7 @@ class DbtClassifierPyfunc(mlflow.pyfunc.PythonModel):
         self.model = model.eval()
         self.temperature = float(config.get("temperature", 1.0))
 
-    def predict(self, context: Any, model_input: dict[str, np.ndarray], params: dict | None = None) -> dict[str, np.ndarray]:
+    def predict(self, context, model_input, params=None):  # noqa: ANN001 - MLflow infers schemas from hints
         import torch
 
         x = torch.as_tensor(np.asarray(model_input["x"], dtype=np.float32))

@@ -92,7 +92,7 @@ def test_materializations_carry_audit_metadata(demo_home):
     for key in ("rows", "dataset_hash", "schema", "schema_version", "code_version", "upstream_versions", "model_version", "mlflow_run_id"):
         assert key in meta, key
     upstream = meta["upstream_versions"].value
-    assert set(upstream) == {"preprocessed", "filepaths", "model"}
+    assert set(upstream) == {"preprocessed", "filepaths", "splits", "model"}
     assert all(len(v) == 64 for v in upstream.values())
 
 

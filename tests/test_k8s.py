@@ -26,7 +26,7 @@ from dbt_assets.settings import load_settings
 INSTANCE_YAML = Path(__file__).resolve().parents[1] / "deployment" / "dagster" / "dagster.yaml"
 IMAGE = "registry.invalid/tomosight:test"
 GPU = "nvidia.com/gpu"
-GPU_STEPS = {("training_job", "model"), ("scoring_job", "predictions")}
+GPU_STEPS = {("training_job", "model"), ("scoring_job", "score")}
 JOBS = ("per_study_job", "training_job", "scoring_job", "reports_job")
 
 

@@ -31,7 +31,7 @@ from dbt_assets.ingestion import read_inventory, scan_source
 from dbt_assets.materialize import QUIET
 from dbt_assets.partitions import study_date
 from dbt_assets.settings import SettingsError, git_sha, load_settings
-from ml.features import FEATURE_NAMES
+from resources.pyfunc_model import load_classifier
 from ml.synth import generate_cohort
 from ml.synth.config import CohortConfig
 from resources.object_store import ObjectStore
@@ -225,7 +225,7 @@ def mlflow_uri(pg_database: PgDatabase, monkeypatch: pytest.MonkeyPatch) -> str:
 def test_mlflow_on_postgres_registers_the_model(
     pg_database: PgDatabase, mlflow_uri: str, cohort: Cohort, tmp_path: Path
 ) -> None:
-    import mlflow.sklearn
+    import mlflow.pyfunc
     from mlflow.tracking import MlflowClient
 
     settings = load_settings(local_env(tmp_path, cohort, MLFLOW_TRACKING_URI=mlflow_uri))
@@ -257,10 +257,13 @@ def test_mlflow_on_postgres_registers_the_model(
     # Artifacts went to the resource's artifact_location and load back through the registry.
     artifacts = settings.home / "mlartifacts"
     assert list(artifacts.rglob("MLmodel"))
-    classifier = mlflow.sklearn.load_model(row["model_uri"])
-    probs = classifier.predict_proba(np.zeros((2, len(FEATURE_NAMES))))
-    assert probs.shape == (2, 2)
-    np.testing.assert_allclose(probs.sum(axis=1), 1.0)
+    classifier, temperature = load_classifier(row["model_uri"])
+    assert temperature > 0 and hasattr(classifier, "forward_features")
+    height, width = classifier.config.input_size
+    out = mlflow.pyfunc.load_model(row["model_uri"]).predict(
+        {"x": np.zeros((2, 4, classifier.config.n_slices, height, width), np.float32), "view_mask": np.ones((2, 4), bool)}
+    )
+    assert out["prob_malignant"].shape == (2,) and ((out["prob_malignant"] > 0) & (out["prob_malignant"] < 1)).all()
 
 
 def bucket_keys(endpoint_url: str, bucket: str) -> list[str]:

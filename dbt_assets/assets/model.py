@@ -1,12 +1,15 @@
-"""``model``, ``predictions`` and ``exam_predictions``: train, register in MLflow, score per study date.
+"""``model``, then ``predictions`` and ``exam_predictions`` per study date.
 
-The model is trained on the ``train`` split of all partitions, validated on ``val``,
-logged and registered in MLflow; its registry version is written into every
-prediction row, so a score traces back to the model (and through MLflow to the
-data hash and code version it was trained on).
+The model is a timm-backbone DBT classifier trained on the ``train`` split of all
+partitions (early stopping on validation AUC), calibrated by temperature scaling on
+``val``, logged to MLflow as a pyfunc and registered as ``challenger``; a blocking check
+promotes it to ``champion`` unless its validation AUC is worse than the champion's
+beyond its confidence interval.  Scoring uses the ``champion``, and every prediction row
+names the model version that produced it.
 """
 
-import json
+import tempfile
+from pathlib import Path
 
 import dagster as dg
 import numpy as np
@@ -17,8 +20,6 @@ from dbt_assets.checks import contract_check
 from dbt_assets.k8s import GPU_STEP_TAGS
 from dbt_assets.partitions import study_date
 from dbt_assets.settings import git_sha
-from ml.baseline_classifier import auc_or_none, exam_probabilities, fit_classifier
-from ml.features import FEATURE_NAMES, view_features
 from resources.mlflow_resource import MlflowResource
 from resources.object_store import ObjectStore
 from schemas import ExamPredictions, Predictions
@@ -26,142 +27,197 @@ from schemas import ExamPredictions, Predictions
 REGISTERED_MODEL = "tomosight-dbt"
 
 
-class ModelConfig(dg.Config):
-    """Training settings, editable in the launchpad."""
+class TrainingConfig(dg.Config):
+    """Model and training settings, editable in the launchpad (defaults: the CPU demo)."""
 
-    c: float = 1.0
+    model_name: str = "dbt_resnet10t_2d"
+    pretrained: str | None = None  # a local weights file; never downloaded
+    slice_pooling: str = "mean"
+    epochs: int = 25
+    batch_size: int = 8
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup_epochs: float = 1.0
+    loss: str = "bce"
+    sampler: str = "weighted"
+    early_stopping_patience: int = 8
+    device: str = "auto"
     seed: int = 0
+    n_boot: int = 500
     registered_model_name: str = REGISTERED_MODEL
 
 
-def tensor_features(store: ObjectStore, manifest: pl.DataFrame) -> np.ndarray:
-    """Feature matrix of the manifest's tensors, read from the processed store."""
-    rows = []
-    for uri in manifest["tensor_uri"].to_list():
-        with store.local_path(uri) as path:
-            rows.append(view_features(np.load(path, mmap_mode="r")))
-    return np.asarray(rows, dtype=np.float64).reshape(len(rows), len(FEATURE_NAMES))
+def localize(store: ObjectStore, manifest: pl.DataFrame, cache: Path) -> pl.DataFrame:
+    """Manifest whose ``tensor_uri`` are local files (downloaded from S3 into ``cache`` when needed)."""
+    if store.is_local or manifest.is_empty():
+        return manifest
+    local = [str(store.download(uri, cache / uri.split("/", 3)[-1])) for uri in manifest["tensor_uri"]]
+    return manifest.with_columns(tensor_uri=pl.Series(local))
 
 
-def training_table(preprocessed: pl.DataFrame, exam_labels: pl.DataFrame, splits: pl.DataFrame) -> pl.DataFrame:
-    """One row per labelled view: tensor, split and the malignant-vs-rest target."""
-    return (
-        preprocessed.join(exam_labels.select("StudyUID", "View", "Cancer"), on=["StudyUID", "View"], how="inner")
-        .join(splits.select("StudyUID", "split"), on="StudyUID", how="inner")
-        .sort("StudyUID", "View")
-    )
+def split_tables(preprocessed: pl.DataFrame, exam_labels: pl.DataFrame, splits: pl.DataFrame, name: str):
+    """Manifest and labels of one split."""
+    studies = splits.filter(pl.col("split") == name)["StudyUID"].implode()
+    return preprocessed.filter(pl.col("StudyUID").is_in(studies)), exam_labels.filter(pl.col("StudyUID").is_in(studies))
 
 
 @dg.asset(group_name="model", op_tags=GPU_STEP_TAGS, pool="gpu", description=__doc__)
 def model(
     context: dg.AssetExecutionContext,
-    config: ModelConfig,
+    config: TrainingConfig,
     preprocessed: pl.DataFrame,
     exam_labels: pl.DataFrame,
     splits: pl.DataFrame,
     store: ObjectStore,
     mlflow: MlflowResource,
 ) -> pl.DataFrame:
-    table = training_table(preprocessed, exam_labels, splits)
-    train, val = table.filter(pl.col("split") == "train"), table.filter(pl.col("split") == "val")
-    context.log.info(f"training on {len(train)} views, validating on {len(val)}")
-    x_train, y_train = tensor_features(store, train), train["Cancer"].to_numpy()
-    classifier = fit_classifier(x_train, y_train, c=config.c, seed=config.seed)
-    val_auc = auc_or_none(val["Cancer"].to_numpy(), classifier.predict_proba(tensor_features(store, val))[:, 1]) if len(val) else None
-    data_hash = frame_hash(table.select("tensor_uri", "Cancer", "split"))
-    client_mlflow = mlflow.configure()
-    with mlflow.start_run(run_name=context.run.run_id, tags={"dagster_run_id": context.run.run_id, "git_sha": git_sha()}) as run:
-        client_mlflow.log_params({"c": config.c, "seed": config.seed, "features": ",".join(FEATURE_NAMES)})
-        client_mlflow.log_params({"train_views": len(train), "val_views": len(val), "dataset_hash": data_hash})
-        if val_auc is not None:
-            client_mlflow.log_metric("val_auc", val_auc)
-        import mlflow.sklearn
+    from ml.evaluation import evaluate_scores, fit_temperature
+    from ml.inference import predict_exams
+    from ml.models import create_model, load_local_weights
+    from ml.training import ExamDataset, TrainConfig, default_augment, load_checkpoint, seed_everything, train
+    from resources.model_registry import Validation, mark_challenger
+    from resources.pyfunc_model import log_classifier
 
-        info = mlflow.sklearn.log_model(
-            classifier, name="model", registered_model_name=config.registered_model_name,
-            input_example=x_train[:1],
+    geometry = preprocessed.select("slice_strategy", "n_slices", "height", "width").unique().rows()
+    if len(geometry) != 1:
+        raise dg.Failure(f"preprocessed tensors mix input geometries {geometry[:4]}: re-run `preprocessed` with one config")
+    strategy, n_slices, height, width = geometry[0]
+    with tempfile.TemporaryDirectory(prefix="tomosight-train-") as tmp:
+        manifest = localize(store, preprocessed, Path(tmp) / "tensors")
+        (train_m, train_l), (val_m, val_l) = (split_tables(manifest, exam_labels, splits, s) for s in ("train", "val"))
+        seed_everything(config.seed)
+        train_ds = ExamDataset(train_m, train_l, n_slices=n_slices, augment=default_augment(), seed=config.seed)
+        val_ds = ExamDataset(val_m, val_l, n_slices=n_slices, seed=config.seed)
+        net = create_model(
+            config.model_name, input_size=(height, width), n_slices=n_slices, slice_strategy=strategy,
+            slice_pooling=config.slice_pooling if n_slices > 1 else "none",
         )  # fmt: skip
-    version = str(info.registered_model_version)
-    result = pl.DataFrame(
-        {
-            "model_name": [config.registered_model_name],
-            "model_version": [version],
-            "mlflow_run_id": [run.info.run_id],
-            "model_uri": [f"models:/{config.registered_model_name}/{version}"],
-            "val_auc": [val_auc],
-            "features": [json.dumps(FEATURE_NAMES)],
-        }
-    )
+        if config.pretrained:
+            load_local_weights(net, config.pretrained)
+        train_config = TrainConfig(
+            epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, weight_decay=config.weight_decay,
+            warmup_epochs=config.warmup_epochs, loss=config.loss, sampler=config.sampler,
+            early_stopping_patience=config.early_stopping_patience, seed=config.seed, device=config.device,
+            checkpoint_dir=str(Path(tmp) / "checkpoints"), progress=False,
+        )  # fmt: skip
+        client = mlflow.configure()
+        tags = {"dagster_run_id": context.run.run_id, "git_sha": git_sha()}
+        with mlflow.start_run(run_name=context.run.run_id, tags=tags) as run:
+            client.log_params({**train_config.to_dict(), "model_name": config.model_name, "slice_strategy": strategy,
+                               "n_slices": n_slices, "input_size": f"{height}x{width}", "train_exams": len(train_ds),
+                               "val_exams": len(val_ds), "dataset_hash": frame_hash(manifest.select("StudyUID", "View", "tensor_uri"))})  # fmt: skip
+
+            def on_epoch(epoch: int, metrics: dict) -> None:
+                numeric = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and np.isfinite(v)}
+                client.log_metrics(numeric, step=epoch)
+                context.log.info(f"epoch {epoch}: " + ", ".join(f"{k} {v:.4f}" for k, v in numeric.items()))
+
+            result = train(net, train_ds, val_ds, train_config, on_epoch=on_epoch)
+            best = load_checkpoint(result.best_auc_path)
+            _, val_exams = predict_exams(best, val_m)
+            truth = val_l.group_by("StudyUID").agg(pl.col("Cancer").max(), pl.col("PatientID").first())
+            scored = val_exams.join(truth, on="StudyUID").sort("StudyUID")
+            validation, temperature = None, 1.0
+            if scored["Cancer"].n_unique() == 2:
+                probs = scored["prob_malignant"].to_numpy().clip(1e-6, 1 - 1e-6)
+                temperature = fit_temperature(np.log(probs / (1 - probs)), scored["Cancer"].to_numpy())
+                auc = evaluate_scores(
+                    probs, scored["Cancer"].to_numpy(), scored["PatientID"].to_numpy(), n_boot=config.n_boot, seed=config.seed
+                ).overall.metrics["roc_auc"]
+                validation = Validation(auc.value, auc.lower if auc.lower is not None else auc.value,
+                                        auc.upper if auc.upper is not None else auc.value)  # fmt: skip
+                client.log_metrics({"val_auc_best": auc.value, "temperature": temperature})
+            else:
+                context.log.warning("the validation split holds one class: no temperature scaling, no validation AUC")
+            info = log_classifier(best, temperature=temperature, registered_model_name=config.registered_model_name,
+                                  extra={"git_sha": git_sha(), "val_auc": validation.auc if validation else None})  # fmt: skip
+        version = str(info.registered_model_version)
+        mark_challenger(mlflow.client(), config.registered_model_name, version, validation)
     context.add_output_metadata(
         {
             **audit_metadata(context),
             "model_version": version,
             "mlflow_run_id": run.info.run_id,
-            "val_auc": val_auc if val_auc is not None else "n/a",
-            "train_views": len(train),
+            "val_auc": validation.auc if validation else "n/a",
+            "val_auc_ci": dg.MetadataValue.json([validation.ci_low, validation.ci_high] if validation else None),
+            "temperature": temperature,
+            "best_epoch": result.best_epoch,
+            "epochs_run": len(result.history),
         }
     )
-    return result
+    return pl.DataFrame(
+        {
+            "model_name": [config.registered_model_name],
+            "model_version": [version],
+            "mlflow_run_id": [run.info.run_id],
+            "model_uri": [f"models:/{config.registered_model_name}/{version}"],
+            "val_auc": [validation.auc if validation else None],
+            "temperature": [temperature],
+        }
+    )
 
 
-def load_classifier(mlflow: MlflowResource, model_row: dict) -> object:
-    """The registered model a ``model`` row names."""
-    mlflow.configure()
-    import mlflow.sklearn
+@dg.asset_check(asset=model, blocking=True, description="Promote the challenger to champion unless it is worse (with its CI).")
+def champion_gate(model: pl.DataFrame, mlflow: MlflowResource) -> dg.AssetCheckResult:
+    from resources.model_registry import gate_challenger
 
-    return mlflow.sklearn.load_model(model_row["model_uri"])
+    row = model.row(0, named=True)
+    decision = gate_challenger(mlflow.client(), row["model_name"], row["model_version"])
+    return dg.AssetCheckResult(
+        passed=decision.promoted,
+        severity=dg.AssetCheckSeverity.WARN,  # a rejected challenger keeps the old champion serving
+        description=decision.reason,
+        metadata={"decision": dg.MetadataValue.json(decision.to_dict())},
+    )
 
 
-@dg.asset(partitions_def=study_date, group_name="predictions", op_tags=GPU_STEP_TAGS, description=__doc__)
-def predictions(
+@dg.multi_asset(
+    outs={
+        "predictions": dg.AssetOut(description="Per-view calibrated probability of malignancy, with model version."),
+        "exam_predictions": dg.AssetOut(description="Per-exam probability (most suspicious breast), with model version and split."),
+    },
+    partitions_def=study_date,
+    group_name="predictions",
+    op_tags=GPU_STEP_TAGS,
+    deps=["model"],
+)
+def score(
     context: dg.AssetExecutionContext,
     preprocessed: pl.DataFrame,
     filepaths: pl.DataFrame,
-    model: pl.DataFrame,
+    splits: pl.DataFrame,
     store: ObjectStore,
     mlflow: MlflowResource,
-) -> pl.DataFrame:
-    schema = {"StudyUID": pl.String, "View": pl.String, "prob_malignant": pl.Float64, "model_version": pl.String, "PatientID": pl.String}
-    if model.is_empty():
-        raise dg.Failure("no trained model: materialize the `model` asset first")
-    model_row = model.row(0, named=True)
+):
+    from ml.inference import predict_exams
+    from resources.model_registry import CHAMPION, current_champion
+    from resources.pyfunc_model import load_classifier
+
+    client = mlflow.client()
+    champion = current_champion(client, REGISTERED_MODEL)
+    if champion is None:
+        raise dg.Failure(f"no `{CHAMPION}` model in the registry: materialize `model` first")
+    version = champion[0]
+    run_id = client.get_model_version(REGISTERED_MODEL, version).run_id
+    view_schema = {"StudyUID": pl.String, "View": pl.String, "prob_malignant": pl.Float64, "model_version": pl.String, "PatientID": pl.String}
+    exam_schema = {"StudyUID": pl.String, "prob_malignant": pl.Float64, "model_version": pl.String, "PatientID": pl.String, "split": pl.String}
     if preprocessed.is_empty():
-        result = pl.DataFrame(schema=schema)
+        views, exams = pl.DataFrame(schema=view_schema), pl.DataFrame(schema=exam_schema)
     else:
-        classifier = load_classifier(mlflow, model_row)
-        probs = classifier.predict_proba(tensor_features(store, preprocessed))[:, 1]
-        result = (
-            preprocessed.select("StudyUID", "View")
-            .with_columns(prob_malignant=pl.Series(probs, dtype=pl.Float64), model_version=pl.lit(model_row["model_version"]))
-            .join(filepaths.select("StudyUID", "View", "PatientID"), on=["StudyUID", "View"], how="left")
-            .select(list(schema))
-            .sort("StudyUID", "View")
-        )
-    context.add_output_metadata(
-        {
-            **audit_metadata(context, Predictions),
-            "model_version": model_row["model_version"],
-            "mlflow_run_id": model_row["mlflow_run_id"],
-        }
-    )
-    return result
-
-
-@dg.asset(partitions_def=study_date, group_name="predictions", description="Exam-level score: the most suspicious view.")
-def exam_predictions(
-    context: dg.AssetExecutionContext, predictions: pl.DataFrame, splits: pl.DataFrame
-) -> pl.DataFrame:
-    schema = {"StudyUID": pl.String, "prob_malignant": pl.Float64, "model_version": pl.String, "PatientID": pl.String, "split": pl.String}
-    if predictions.is_empty():
-        result = pl.DataFrame(schema=schema)
-    else:
-        exams = exam_probabilities(predictions)
+        net, temperature = load_classifier(f"models:/{REGISTERED_MODEL}@{CHAMPION}")
+        with tempfile.TemporaryDirectory(prefix="tomosight-score-") as tmp:
+            view_probs, exam_probs = predict_exams(net, localize(store, preprocessed, Path(tmp)), temperature=temperature)
+        patients = filepaths.group_by("StudyUID").agg(pl.col("PatientID").first())
         split_of = splits.select("StudyUID", "split") if not splits.is_empty() else pl.DataFrame(schema={"StudyUID": pl.String, "split": pl.String})
-        result = exams.join(split_of, on="StudyUID", how="left").select(list(schema))
-    versions = sorted(set(result["model_version"].to_list())) if len(result) else []
-    context.add_output_metadata({**audit_metadata(context, ExamPredictions), "model_versions": dg.MetadataValue.json(versions)})
-    return result
+        views = view_probs.join(patients, on="StudyUID", how="left").with_columns(model_version=pl.lit(version)).select(list(view_schema)).sort("StudyUID", "View")
+        exams = (
+            exam_probs.join(patients, on="StudyUID", how="left").join(split_of, on="StudyUID", how="left")
+            .with_columns(model_version=pl.lit(version)).select(list(exam_schema)).sort("StudyUID")
+        )  # fmt: skip
+    lineage = {"model_version": version, "mlflow_run_id": run_id}
+    yield dg.Output(views, output_name="predictions", metadata={**audit_metadata(context, Predictions, dg.AssetKey("predictions")), **lineage})
+    yield dg.Output(exams, output_name="exam_predictions", metadata={**audit_metadata(context, ExamPredictions, dg.AssetKey("exam_predictions")), **lineage})
 
 
-predictions_contract = contract_check(predictions, Predictions, study_date)
-exam_predictions_contract = contract_check(exam_predictions, ExamPredictions, study_date)
+predictions_contract = contract_check("predictions", Predictions, study_date)
+exam_predictions_contract = contract_check("exam_predictions", ExamPredictions, study_date)

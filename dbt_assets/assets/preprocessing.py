@@ -30,9 +30,9 @@ MANIFEST_SCHEMA = {
 class PreprocessingConfig(dg.Config):
     """How views become model input; recorded with every manifest (fingerprint)."""
 
-    strategy: str = "sampled"
-    height: int = 256
-    width: int = 208
+    strategy: str = "mip"
+    height: int = 128
+    width: int = 104
     n_slices: int = 8
     slab: int = 5
     breast_mask: bool = False
