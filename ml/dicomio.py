@@ -22,7 +22,6 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from multiprocessing import get_context
-from pathlib import Path
 from typing import IO, Any
 
 import numpy as np

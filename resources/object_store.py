@@ -18,7 +18,6 @@ import os
 import re
 import shutil
 import tempfile
-import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -28,6 +27,8 @@ from typing import Any, Protocol
 import dagster as dg
 import polars as pl
 from pydantic import PrivateAttr, field_validator
+
+from ml.atomic import atomic_path
 
 _TEMP_NAME = re.compile(r"^\..+\.[0-9a-f]{32}\.tmp$")
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
@@ -277,20 +278,6 @@ def _sha256(source: bytes | bytearray | memoryview | str | os.PathLike[str]) -> 
     return digest.hexdigest()
 
 
-@contextmanager
-def _atomic_target(path: Path) -> Iterator[Path]:
-    """Yield a hidden temp path next to ``path``; on success move it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        yield tmp
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 class _LocalBackend:
     """Objects as files under ``root``."""
 
@@ -311,11 +298,11 @@ class _LocalBackend:
         return check_key(relative.as_posix())
 
     def put_bytes(self, key: str, data: bytes) -> None:
-        with _atomic_target(self.root / key) as tmp:
+        with atomic_path(self.root / key) as tmp:
             tmp.write_bytes(data)
 
     def put_file(self, key: str, path: Path) -> None:
-        with _atomic_target(self.root / key) as tmp:
+        with atomic_path(self.root / key) as tmp:
             shutil.copyfile(path, tmp)
 
     def get_bytes(self, key: str) -> bytes:
@@ -346,7 +333,7 @@ class _LocalBackend:
     def download(self, key: str, dest: Path) -> None:
         if not self.exists(key):
             raise ObjectNotFoundError(f"no object at {self.root / key}")
-        with _atomic_target(dest) as tmp:
+        with atomic_path(dest) as tmp:
             shutil.copyfile(self.root / key, tmp)
 
 
@@ -438,5 +425,5 @@ class _S3Backend:
             self.client.delete_object(Bucket=self.bucket, Key=self._full(key))
 
     def download(self, key: str, dest: Path) -> None:
-        with self._errors(key), _atomic_target(dest) as tmp:
+        with self._errors(key), atomic_path(dest) as tmp:
             self.client.download_file(self.bucket, self._full(key), str(tmp))

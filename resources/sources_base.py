@@ -76,20 +76,6 @@ class OpenLocalMixin:
             yield self.fetch(item, tmp)  # type: ignore[attr-defined]
 
 
-@contextmanager
-def atomic_path(target: Path) -> Iterator[Path]:
-    """Yield a hidden temporary path beside ``target``; it becomes ``target`` on success."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        yield tmp
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def safe_join(base: Path, parts: list[str]) -> Path:
     """Join ``parts`` under ``base``, skipping empty ones; ``.``/``..`` raise ``SourceError``."""
     kept = [p for p in parts if p]

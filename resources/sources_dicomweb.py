@@ -14,6 +14,7 @@ import dagster as dg
 import requests
 from pydantic import field_validator, model_validator
 
+from ml.atomic import atomic_path
 from resources.sources_base import (
     ForeignItemError,
     OpenLocalMixin,
@@ -21,7 +22,6 @@ from resources.sources_base import (
     SourceError,
     SourceItem,
     SourceItemNotFoundError,
-    atomic_path,
 )
 from resources.sources_multipart import MultipartBody, parse_content_type, write_single_part
 

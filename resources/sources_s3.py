@@ -10,6 +10,7 @@ from urllib.parse import urlparse
 import dagster as dg
 from pydantic import field_validator
 
+from ml.atomic import atomic_path
 from resources.sources_base import (
     ForeignItemError,
     OpenLocalMixin,
@@ -17,7 +18,6 @@ from resources.sources_base import (
     SourceItem,
     SourceItemChangedError,
     SourceItemNotFoundError,
-    atomic_path,
     glob_regex,
     safe_join,
 )

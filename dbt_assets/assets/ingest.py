@@ -8,7 +8,6 @@ in the raw store.  The accounting check proves ingested + quarantined = seen.
 import warnings
 
 import dagster as dg
-import polars as pl
 
 from dbt_assets.audit import audit_metadata
 from dbt_assets.checks import contract_check
