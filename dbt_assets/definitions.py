@@ -12,6 +12,7 @@ import os
 import dagster as dg
 
 from dbt_assets.assets import annotations, ingest, model, preprocessing, reports, warehouse
+from dbt_assets.hpo import HPO_IO_MANAGER, JsonIOManager, OptunaStorage
 from dbt_assets.jobs import build_jobs
 from dbt_assets.sensors import new_studies_sensor
 from dbt_assets.settings import DEMO_PSEUDONYM_KEY, Settings, load_settings
@@ -62,6 +63,8 @@ def build_resources(settings: Settings) -> dict[str, object]:
         "mlflow": MlflowResource(tracking_uri=settings.mlflow_tracking_uri, artifact_location=artifacts),
         "warehouse_db": Warehouse(path=str(settings.warehouse_path)),
         "compute": ComputeResource(),
+        HPO_IO_MANAGER: JsonIOManager(store=store),
+        "hpo_storage": OptunaStorage(url=secret_value(settings, "TOMOSIGHT_OPTUNA_STORAGE", f"sqlite:///{settings.home / 'optuna.db'}")),
     }
 
 

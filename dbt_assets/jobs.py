@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from dbt_assets.hpo import hpo_job
 
 PER_STUDY = dg.AssetSelection.assets("filepaths", "quarantine", "exam_labels", "boxes", "preprocessed", "box_predictions")
 SCORING = dg.AssetSelection.assets("predictions", "exam_predictions")
@@ -11,8 +12,8 @@ TRAINING = dg.AssetSelection.assets("splits", "model")
 REPORTS = dg.AssetSelection.assets("evaluation_report", "froc_report", "unmatched_annotations", "warehouse")
 
 
-def build_jobs() -> list[dg.UnresolvedAssetJobDefinition]:
-    """Partitioned jobs run per study date (backfills over ranges); the others read all partitions."""
+def build_jobs() -> list[dg.UnresolvedAssetJobDefinition | dg.JobDefinition]:
+    """Partitioned jobs run per study date (backfills over ranges); the others read all partitions; the HPO op job."""
     return [
         dg.define_asset_job("per_study_job", PER_STUDY,
                             description="Ingest, annotate, preprocess and detect for one study date."),
@@ -20,4 +21,5 @@ def build_jobs() -> list[dg.UnresolvedAssetJobDefinition]:
                             description="Score one study date with the registered model."),
         dg.define_asset_job("training_job", TRAINING, description="Split all studies, train and register a model."),
         dg.define_asset_job("reports_job", REPORTS, description="Evaluation and FROC reports; rebuild the DuckDB views."),
+        hpo_job,
     ]  # fmt: skip

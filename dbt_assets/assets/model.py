@@ -21,6 +21,7 @@ from dbt_assets.k8s import GPU_STEP_TAGS
 from dbt_assets.partitions import study_date
 from dbt_assets.settings import git_sha
 from resources.mlflow_resource import MlflowResource
+from resources.model_registry import Validation
 from resources.object_store import ObjectStore
 from schemas import ExamPredictions, Predictions
 
@@ -30,9 +31,9 @@ REGISTERED_MODEL = "tomosight-dbt"
 class TrainingConfig(dg.Config):
     """Model and training settings, editable in the launchpad (defaults: the CPU demo)."""
 
-    model_name: str = "dbt_resnet10t_2d"
+    model_name: str = "dbt_tiny"
     pretrained: str | None = None  # a local weights file; never downloaded
-    slice_pooling: str = "mean"
+    slice_pooling: str = "max"  # a lesion lives in a few slices: MIL max
     epochs: int = 25
     batch_size: int = 8
     lr: float = 1e-3
@@ -61,6 +62,40 @@ def split_tables(preprocessed: pl.DataFrame, exam_labels: pl.DataFrame, splits: 
     return preprocessed.filter(pl.col("StudyUID").is_in(studies)), exam_labels.filter(pl.col("StudyUID").is_in(studies))
 
 
+def register_challenger(mlflow: MlflowResource, best, val_m: pl.DataFrame, val_l: pl.DataFrame, *,
+                        registered_model_name: str, n_boot: int, seed: int, log) -> tuple[str, Validation | None, float]:  # fmt: skip
+    """Calibrate ``best`` on the validation split, log it into the active MLflow run, register it as challenger.
+
+    Returns ``(version, Validation or None, temperature)``; a one-class validation split gets
+    no temperature scaling and no validation AUC (a warning on ``log``).
+    """
+    from ml.evaluation import evaluate_scores, fit_temperature
+    from ml.inference import predict_exams
+    from resources.model_registry import mark_challenger
+    from resources.pyfunc_model import log_classifier
+
+    _, val_exams = predict_exams(best, val_m)
+    truth = val_l.group_by("StudyUID").agg(pl.col("Cancer").max(), pl.col("PatientID").first())
+    scored = val_exams.join(truth, on="StudyUID").sort("StudyUID")
+    validation, temperature = None, 1.0
+    if scored["Cancer"].n_unique() == 2:
+        probs = scored["prob_malignant"].to_numpy().clip(1e-6, 1 - 1e-6)
+        temperature = fit_temperature(np.log(probs / (1 - probs)), scored["Cancer"].to_numpy())
+        auc = evaluate_scores(
+            probs, scored["Cancer"].to_numpy(), scored["PatientID"].to_numpy(), n_boot=n_boot, seed=seed
+        ).overall.metrics["roc_auc"]
+        validation = Validation(auc.value, auc.lower if auc.lower is not None else auc.value,
+                                auc.upper if auc.upper is not None else auc.value)  # fmt: skip
+        mlflow.configure().log_metrics({"val_auc_best": auc.value, "temperature": temperature})
+    else:
+        log.warning("the validation split holds one class: no temperature scaling, no validation AUC")
+    info = log_classifier(best, temperature=temperature, registered_model_name=registered_model_name,
+                          extra={"git_sha": git_sha(), "val_auc": validation.auc if validation else None})  # fmt: skip
+    version = str(info.registered_model_version)
+    mark_challenger(mlflow.client(), registered_model_name, version, validation)
+    return version, validation, temperature
+
+
 @dg.asset(group_name="model", op_tags=GPU_STEP_TAGS, pool="gpu", description=__doc__)
 def model(
     context: dg.AssetExecutionContext,
@@ -71,12 +106,8 @@ def model(
     store: ObjectStore,
     mlflow: MlflowResource,
 ) -> pl.DataFrame:
-    from ml.evaluation import evaluate_scores, fit_temperature
-    from ml.inference import predict_exams
     from ml.models import create_model, load_local_weights
     from ml.training import ExamDataset, TrainConfig, default_augment, load_checkpoint, seed_everything, train
-    from resources.model_registry import Validation, mark_challenger
-    from resources.pyfunc_model import log_classifier
 
     geometry = preprocessed.select("slice_strategy", "n_slices", "height", "width").unique().rows()
     if len(geometry) != 1:
@@ -113,26 +144,10 @@ def model(
                 context.log.info(f"epoch {epoch}: " + ", ".join(f"{k} {v:.4f}" for k, v in numeric.items()))
 
             result = train(net, train_ds, val_ds, train_config, on_epoch=on_epoch)
-            best = load_checkpoint(result.best_auc_path)
-            _, val_exams = predict_exams(best, val_m)
-            truth = val_l.group_by("StudyUID").agg(pl.col("Cancer").max(), pl.col("PatientID").first())
-            scored = val_exams.join(truth, on="StudyUID").sort("StudyUID")
-            validation, temperature = None, 1.0
-            if scored["Cancer"].n_unique() == 2:
-                probs = scored["prob_malignant"].to_numpy().clip(1e-6, 1 - 1e-6)
-                temperature = fit_temperature(np.log(probs / (1 - probs)), scored["Cancer"].to_numpy())
-                auc = evaluate_scores(
-                    probs, scored["Cancer"].to_numpy(), scored["PatientID"].to_numpy(), n_boot=config.n_boot, seed=config.seed
-                ).overall.metrics["roc_auc"]
-                validation = Validation(auc.value, auc.lower if auc.lower is not None else auc.value,
-                                        auc.upper if auc.upper is not None else auc.value)  # fmt: skip
-                client.log_metrics({"val_auc_best": auc.value, "temperature": temperature})
-            else:
-                context.log.warning("the validation split holds one class: no temperature scaling, no validation AUC")
-            info = log_classifier(best, temperature=temperature, registered_model_name=config.registered_model_name,
-                                  extra={"git_sha": git_sha(), "val_auc": validation.auc if validation else None})  # fmt: skip
-        version = str(info.registered_model_version)
-        mark_challenger(mlflow.client(), config.registered_model_name, version, validation)
+            version, validation, temperature = register_challenger(
+                mlflow, load_checkpoint(result.best_auc_path), val_m, val_l, registered_model_name=config.registered_model_name,
+                n_boot=config.n_boot, seed=config.seed, log=context.log,
+            )  # fmt: skip
     context.add_output_metadata(
         {
             **audit_metadata(context),
