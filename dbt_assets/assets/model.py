@@ -31,9 +31,9 @@ REGISTERED_MODEL = "tomosight-dbt"
 class TrainingConfig(dg.Config):
     """Model and training settings, editable in the launchpad (defaults: the CPU demo)."""
 
-    model_name: str = "dbt_tiny"
+    model_name: str = "dbt_resnet10t_2d"
     pretrained: str | None = None  # a local weights file; never downloaded
-    slice_pooling: str = "max"  # a lesion lives in a few slices: MIL max
+    slice_pooling: str = "mean"
     epochs: int = 25
     batch_size: int = 8
     lr: float = 1e-3

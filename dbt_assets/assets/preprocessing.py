@@ -30,7 +30,7 @@ MANIFEST_SCHEMA = {
 class PreprocessingConfig(dg.Config):
     """How views become model input; recorded with every manifest (fingerprint)."""
 
-    strategy: str = "sampled"  # a MIP hides one-slice lesions behind dense tissue
+    strategy: str = "mip"
     height: int = 128
     width: int = 104
     n_slices: int = 8
