@@ -18,7 +18,6 @@ frame) and are fitted by :mod:`ml.preprocess_geometry`.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import hashlib
 import json
 import os
@@ -35,6 +34,7 @@ import numpy as np
 from ml.atomic import atomic_path
 from ml.dicomio import DicomError, load_view, read_header
 from ml.laterality import Orientation
+from ml.options import check_choice, check_positive_int
 from ml.preprocess_geometry import Pad, fit_to_canvas
 from ml.preprocess_mask import breast_mask
 from ml.slicing import frame_indices
@@ -56,16 +56,11 @@ class PreprocessConfigError(ValueError):
 
 
 def _choice(field: str, value: object, options: Sequence[str]) -> None:
-    if value in options:
-        return
-    close = difflib.get_close_matches(str(value), options, n=1)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
-    raise PreprocessConfigError(f"unknown {field} {value!r}; choose from {list(options)}.{hint}")
+    check_choice(field, value, options, PreprocessConfigError)
 
 
 def _positive_int(field: str, value: object) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise PreprocessConfigError(f"{field} must be an integer >= 1, got {value!r}")
+    check_positive_int(field, value, PreprocessConfigError)
 
 
 @dataclass(frozen=True)

@@ -8,11 +8,11 @@ string option is checked when the config is built, with a "did you mean" hint.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ml.options import check_choice, check_positive_int
 from ml.preprocess import STRATEGIES
 
 SLICE_POOLINGS: tuple[str, ...] = ("none", "mean", "max", "attention")
@@ -31,16 +31,11 @@ class ModelConfigError(ValueError):
 
 def look_up_option(field: str, value: object, options: Sequence[object]) -> None:
     """Raise :class:`ModelConfigError` unless ``value`` is one of ``options``, with a hint."""
-    if value in options:
-        return
-    close = difflib.get_close_matches(str(value), [str(o) for o in options], n=1)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
-    raise ModelConfigError(f"unknown {field} {value!r}; choose from {list(options)}.{hint}")
+    check_choice(field, value, options, ModelConfigError)
 
 
 def _positive_int(field: str, value: object) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ModelConfigError(f"{field} must be an integer >= 1, got {value!r}")
+    check_positive_int(field, value, ModelConfigError)
 
 
 @dataclass(frozen=True)

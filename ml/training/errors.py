@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable
+
+from ml.options import did_you_mean
 
 
 class TrainingError(Exception):
@@ -27,6 +28,6 @@ def look_up_option(name: str, value: object, allowed: Iterable[object]) -> objec
     choices = tuple(allowed)
     if value in choices:
         return value
-    hint = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
-    suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
+    hint = did_you_mean(value, choices)
+    suggestion = f"; did you mean {hint!r}?" if hint else ""
     raise ConfigError(f"{name}={value!r} is not one of {list(choices)}{suggestion}")
