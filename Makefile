@@ -52,6 +52,7 @@ ui: setup
 bench: setup
 	$(PY) bench/bench_dicom.py
 	$(PY) bench/bench_froc.py
+	$(PY) bench/train_throughput.py
 
 clean:
 	rm -rf $(VENV) $(HOME_DIR) .pytest_cache
