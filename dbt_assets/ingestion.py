@@ -14,7 +14,6 @@ Two stages, both idempotent:
 from __future__ import annotations
 
 import datetime as dt
-import io
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -129,12 +128,17 @@ def scan_source(
     *,
     dataset_root: str | Path | None = None,
     today: dt.date | None = None,
+    listing: list[SourceItem] | None = None,
 ) -> pl.DataFrame:
-    """Add every new or changed source item to the inventory; return the rows added."""
+    """Add every new or changed source item to the inventory; return the rows added.
+
+    ``listing`` reuses a ``source.list_items()`` the caller already made.
+    """
     today = today or dt.datetime.now(dt.UTC).date()
     inventory = read_inventory(store)
     seen = set(zip(inventory["uri"].to_list(), inventory["version"].to_list()))
-    new_items = [item for item in source.list_items() if (item.uri, item.version) not in seen]
+    items = source.list_items() if listing is None else listing
+    new_items = [item for item in items if (item.uri, item.version) not in seen]
     if not new_items:
         return pl.DataFrame(schema=INVENTORY_SCHEMA)
     known = duke_keys(dataset_root)
@@ -148,9 +152,7 @@ def scan_source(
     added = pl.DataFrame(rows, schema=INVENTORY_SCHEMA)
     replaced = set(added["uri"].to_list())
     updated = pl.concat([inventory.filter(~pl.col("uri").is_in(list(replaced))), added]).sort("uri")
-    buffer = io.BytesIO()
-    updated.write_parquet(buffer)
-    store.put_bytes(INVENTORY_KEY, buffer.getvalue())
+    store.write_parquet(INVENTORY_KEY, updated)
     return added
 
 
@@ -165,11 +167,12 @@ def ingest_partition(
     pseudonymizer: Pseudonymizer,
     *,
     dataset_root: str | Path | None = None,
+    listing: list[SourceItem] | None = None,
 ) -> tuple[pl.DataFrame, pl.DataFrame, int]:
     """Ingest the inventory rows of ``partition``: ``(filepaths, quarantine, seen)``."""
     inventory = read_inventory(store).filter(pl.col("partition") == partition)
     items = {row["uri"]: row for row in inventory.iter_rows(named=True)}
-    listed = {item.uri: item for item in source.list_items()}
+    listed = {item.uri: item for item in (source.list_items() if listing is None else listing)}
     known = duke_keys(dataset_root)
     accepted: list[dict[str, object]] = []
     quarantined: list[dict[str, object]] = []

@@ -18,6 +18,7 @@ from tqdm import tqdm
 from dbt_assets.definitions import build_definitions
 from dbt_assets.ingestion import read_inventory, scan_source
 from dbt_assets.settings import Settings
+from resources.object_store import ObjectStore
 
 
 def instance_for_home(home: Path) -> dg.DagsterInstance:
@@ -99,8 +100,7 @@ def materialize_graph(
 
 def report_summary(settings: Settings) -> dict[str, object]:
     """The evaluation and FROC reports written by the last run (empty when absent)."""
-    defs = build_definitions(settings)
-    store = defs.resources["store"]
+    store = ObjectStore(base_uri=settings.store_uri, endpoint_url=settings.s3_endpoint_url)
     summary: dict[str, object] = {}
     for name in ("evaluation", "froc"):
         key = f"reports/{name}.json"

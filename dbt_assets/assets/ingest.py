@@ -42,11 +42,12 @@ def ingest(
     pseudonymizer: Pseudonymizer,
 ):
     root = getattr(dicom_source, "root", None)
-    added = scan_source(dicom_source, store, pseudonymizer, dataset_root=root)
+    listing = dicom_source.list_items()  # one listing for the scan and the ingestion
+    added = scan_source(dicom_source, store, pseudonymizer, dataset_root=root, listing=listing)
     if len(added):
         context.log.info(f"inventory: {len(added)} new or changed source item(s)")
     filepaths, quarantine, seen = ingest_partition(
-        context.partition_key, dicom_source, store, pseudonymizer, dataset_root=root
+        context.partition_key, dicom_source, store, pseudonymizer, dataset_root=root, listing=listing
     )
     context.log.info(f"{context.partition_key}: {len(filepaths)} ingested, {len(quarantine)} quarantined, {seen} seen")
     reasons = dict(quarantine.group_by("reason").len().rows()) if len(quarantine) else {}
