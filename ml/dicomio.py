@@ -3,8 +3,10 @@
 Two layers:
 
 - A general loader: :func:`read_header` (no pixel data), :func:`read_frames` (decodes
-  only the frames asked for, in several processes when asked, since the decoders hold
-  the GIL) and :func:`load_view` (presentation image in ``[0, 1]``, windowed from the
+  only the frames asked for, through a :mod:`ml.decoders` backend: pydicom on the CPU, in
+  several processes when asked since the decoders hold the GIL, or nvImageCodec on a GPU),
+  :func:`frame_codestreams` (a frame's encapsulated bytes, undecoded) and
+  :func:`load_view` (presentation image in ``[0, 1]``, windowed from the
   functional groups or top-level tags, MONOCHROME1 inverted, oriented into the Duke
   frame with the laterality decision recorded).
 - The Duke BCS-DBT reference semantics, bit for bit: :func:`dcmread_image`,
@@ -18,22 +20,22 @@ from __future__ import annotations
 import os
 import struct
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from multiprocessing import get_context
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
-from pydicom.pixels import iter_pixels
 from pydicom.uid import UID
 
 from ml.laterality import Orientation, decide_orientation, tag_laterality, tag_view
 from ml.slicing import FrameStrategy, frame_indices
 from ml.voi import Window, first_value, functional_group_item, to_presentation
+
+if TYPE_CHECKING:
+    from ml.decoders import FrameDecoder
 
 PathOrFile = str | os.PathLike[str] | IO[bytes]
 
@@ -268,14 +270,13 @@ def _header_from_dataset(
     )
 
 
-def _check_pixel_data(name: str, handle: IO[bytes], header: DbtHeader) -> None:
-    """Walk the Pixel Data element (headers only) after ``dcmread(stop_before_pixels=True)``."""
-    tsyntax = UID(header.transfer_syntax_uid)
-    little = tsyntax.is_little_endian
-    end = "<" if little else ">"
-    start = handle.tell()
-    file_size = handle.seek(0, os.SEEK_END)
-    handle.seek(start)
+def _pixel_data_length(name: str, handle: IO[bytes], tsyntax: UID) -> int:
+    """Read the Pixel Data element header that follows ``dcmread(stop_before_pixels=True)``.
+
+    Leaves ``handle`` at the start of the value and returns the declared length
+    (``0xFFFFFFFF`` for encapsulated data).
+    """
+    end = "<" if tsyntax.is_little_endian else ">"
     tag = handle.read(4)
     if len(tag) < 4:
         raise NoPixelDataError(name, "the file has no Pixel Data element")
@@ -290,6 +291,17 @@ def _check_pixel_data(name: str, handle: IO[bytes], header: DbtHeader) -> None:
     if len(raw_length) < 4:
         raise TruncatedDicomError(name, "file ends inside the Pixel Data element header")
     (length,) = struct.unpack(f"{end}L", raw_length)
+    return int(length)
+
+
+def _check_pixel_data(name: str, handle: IO[bytes], header: DbtHeader) -> None:
+    """Walk the Pixel Data element (headers only) after ``dcmread(stop_before_pixels=True)``."""
+    tsyntax = UID(header.transfer_syntax_uid)
+    end = "<" if tsyntax.is_little_endian else ">"
+    start = handle.tell()
+    file_size = handle.seek(0, os.SEEK_END)
+    handle.seek(start)
+    length = _pixel_data_length(name, handle, tsyntax)
     value_start = handle.tell()
     if length != 0xFFFFFFFF:
         expected = header.volume_bytes
@@ -309,16 +321,22 @@ def _check_pixel_data(name: str, handle: IO[bytes], header: DbtHeader) -> None:
         raise FrameCountMismatchError(
             name, f"NumberOfFrames is {header.frames} but the Basic Offset Table lists {len(offsets)} frames"
         )
-    if fragments < header.frames:
+    if len(fragments) < header.frames:
         raise FrameCountMismatchError(
-            name, f"NumberOfFrames is {header.frames} but Pixel Data holds {fragments} fragments"
+            name, f"NumberOfFrames is {header.frames} but Pixel Data holds {len(fragments)} fragments"
         )
 
 
-def _walk_fragments(name: str, handle: IO[bytes], file_size: int, end: str) -> tuple[list[int], int]:
-    """Return (basic offset table, number of fragments) of encapsulated Pixel Data, seeking past values."""
+Fragment = tuple[int, int]
+"""``(file position of the value, length)`` of one encapsulated Pixel Data fragment."""
+
+
+def _walk_fragments(
+    name: str, handle: IO[bytes], file_size: int, end: str
+) -> tuple[list[int], list[Fragment]]:
+    """Return (basic offset table, fragments) of encapsulated Pixel Data, seeking past values."""
     offsets: list[int] = []
-    fragments = 0
+    fragments: list[Fragment] = []
     first = True
     while True:
         item = handle.read(8)
@@ -341,15 +359,72 @@ def _walk_fragments(name: str, handle: IO[bytes], file_size: int, end: str) -> t
             offsets = list(struct.unpack(f"{end}{length // 4}L", table)) if length else []
             first = False
         else:
-            fragments += 1
+            fragments.append((position, length))
             handle.seek(length, os.SEEK_CUR)
 
 
-def _decode_indices(path: str, indices: Sequence[int], plugin: str | None) -> np.ndarray:
-    """Decode ``indices`` of the file at ``path`` into a ``(k, rows, cols)`` raw array."""
-    options = {"decoding_plugin": plugin} if plugin else {}
-    frames = [arr for arr in iter_pixels(path, indices=list(indices), raw=True, **options)]
-    return np.stack(frames)
+def _group_frames(
+    name: str, handle: IO[bytes], offsets: list[int], fragments: list[Fragment], frames: int
+) -> list[list[Fragment]]:
+    """Split fragments into frames: by the Basic Offset Table, else one fragment per frame,
+    else (several fragments per frame, no table) after each fragment that ends a JPEG/JPEG 2000
+    codestream (EOC marker ``FFD9``, possibly followed by one padding byte), as pydicom does."""
+    if offsets:
+        first = fragments[0][0]
+        starts = {position - first: k for k, (position, _) in enumerate(fragments)}
+        missing = [o for o in offsets if o not in starts]
+        if missing:
+            raise CorruptCodestreamError(name, f"Basic Offset Table entries {missing[:3]} point at no fragment")
+        bounds = [starts[o] for o in offsets] + [len(fragments)]
+        return [fragments[a:b] for a, b in zip(bounds, bounds[1:])]
+    if len(fragments) == frames:
+        return [[fragment] for fragment in fragments]
+    if frames == 1:
+        return [fragments]
+    groups: list[list[Fragment]] = [[]]
+    for position, length in fragments:
+        groups[-1].append((position, length))
+        handle.seek(position + max(length - 3, 0))
+        if handle.read(min(length, 3)).rstrip(b"\x00").endswith(b"\xff\xd9"):
+            groups.append([])
+    groups = [g for g in groups if g]
+    if len(groups) < frames:
+        raise CorruptCodestreamError(
+            name, f"cannot delimit {frames} frames in {len(fragments)} fragments without an offset table"
+        )
+    return groups
+
+
+def frame_codestreams(fp: str | os.PathLike[str], header: DbtHeader, indices: Sequence[int]) -> list[bytes]:
+    """The encapsulated bytes of frames ``indices`` (each frame's fragments joined), not decoded.
+
+    For JPEG 2000 transfer syntaxes each item is one frame's codestream, as a codec takes it.
+    Only the item headers and the requested frames are read.
+    """
+    name = os.fspath(fp)
+    tsyntax = UID(header.transfer_syntax_uid)
+    if not tsyntax.is_encapsulated:
+        raise UnsupportedTransferSyntaxError(name, f"transfer syntax {tsyntax} ({tsyntax.name}) is not encapsulated")
+    with open(name, "rb") as handle:
+        pydicom.dcmread(handle, stop_before_pixels=True)
+        start = handle.tell()
+        file_size = handle.seek(0, os.SEEK_END)
+        handle.seek(start)
+        if _pixel_data_length(name, handle, tsyntax) != 0xFFFFFFFF:
+            raise CorruptCodestreamError(name, "Pixel Data of an encapsulated transfer syntax has a defined length")
+        end = "<" if tsyntax.is_little_endian else ">"
+        offsets, fragments = _walk_fragments(name, handle, file_size, end)
+        groups = _group_frames(name, handle, offsets, fragments, header.frames)
+        out = []
+        for index in indices:
+            if not 0 <= index < min(header.frames, len(groups)):
+                raise IndexError(f"{name}: frame index {index} outside 0..{header.frames - 1}")
+            parts = []
+            for position, length in groups[index]:
+                handle.seek(position)
+                parts.append(handle.read(length))
+            out.append(b"".join(parts))
+        return out
 
 
 def read_frames(
@@ -361,12 +436,19 @@ def read_frames(
     mp_context: str = "spawn",
     sop_classes: Sequence[str] | None = DEFAULT_SOP_CLASSES,
     max_volume_bytes: int = DEFAULT_MAX_VOLUME_BYTES,
+    decoder: FrameDecoder | str | None = None,
 ) -> np.ndarray:
     """Decode only the frames ``indices`` (all when None) as raw stored values ``(k, rows, cols)``.
 
-    Values are not masked to BitsStored and not windowed.  With ``workers > 1`` the
-    frames are split into contiguous chunks decoded in that many processes.
+    Values are not masked to BitsStored and not windowed; they equal pydicom's raw output
+    whichever decoder runs.  ``decoder`` is a :class:`ml.decoders.FrameDecoder` or one of
+    ``"auto"``, ``"cpu"``, ``"gpu"`` (see :func:`ml.decoders.select_decoder`); None reads
+    the ``TOMOSIGHT_DECODER`` environment variable and defaults to ``"cpu"``.  With
+    ``workers > 1`` CPU decoding splits the frames into contiguous chunks decoded in that
+    many processes; the GPU decoder batches them on the device instead.
     """
+    from ml.decoders import resolve_decoder  # imported here: ml.decoders builds on this module
+
     name = os.fspath(fp)
     header = header or read_header(name, sop_classes=sop_classes, max_volume_bytes=max_volume_bytes)
     wanted = list(range(header.frames)) if indices is None else [int(i) for i in indices]
@@ -375,15 +457,9 @@ def read_frames(
         raise IndexError(f"{name}: frame indices {bad} outside 0..{header.frames - 1}")
     if not wanted:
         return np.empty((0, header.rows, header.columns), dtype=np.uint16)
-    plugin = SUPPORTED_TRANSFER_SYNTAXES[header.transfer_syntax_uid]
+    frame_decoder = resolve_decoder(decoder)
     try:
-        if workers <= 1 or len(wanted) == 1:
-            out = _decode_indices(name, wanted, plugin)
-        else:
-            chunks = [list(c) for c in np.array_split(np.array(wanted), min(workers, len(wanted))) if len(c)]
-            with ProcessPoolExecutor(len(chunks), mp_context=get_context(mp_context)) as pool:
-                parts = list(pool.map(_decode_indices, [name] * len(chunks), chunks, [plugin] * len(chunks)))
-            out = np.concatenate(parts)
+        out = frame_decoder.decode(name, header, wanted, workers=workers, mp_context=mp_context)
     except DicomError:
         raise
     except Exception as exc:  # decoders raise RuntimeError/ValueError/etc. on bad codestreams
@@ -414,6 +490,7 @@ def load_view(
     workers: int = 1,
     sop_classes: Sequence[str] | None = DEFAULT_SOP_CLASSES,
     max_volume_bytes: int = DEFAULT_MAX_VOLUME_BYTES,
+    decoder: FrameDecoder | str | None = None,
     **strategy_options: Any,
 ) -> ViewImage:
     """Read the frames a strategy needs and return them ready for a model.
@@ -422,14 +499,14 @@ def load_view(
     or ``slab`` pass through) or explicit indices.  ``laterality`` (e.g. from a Duke
     view name) overrides the tags.  Orientation is decided once, on the first decoded
     frame, so all frames of a call are rotated the same way (unlike the reference,
-    which decides per call).
+    which decides per call).  ``decoder`` chooses the frame decoder as in :func:`read_frames`.
     """
     header = read_header(fp, sop_classes=sop_classes, max_volume_bytes=max_volume_bytes)
     if isinstance(frames, str):
         indices = frame_indices(header.frames, frames, **strategy_options)
     else:
         indices = [int(i) for i in frames]
-    raw = read_frames(fp, indices, header=header, workers=workers)
+    raw = read_frames(fp, indices, header=header, workers=workers, decoder=decoder)
     ds = header.dataset
     images = []
     window = None

@@ -91,8 +91,12 @@ def evaluate_heldout(
     workers: int = 1,
     n_boot: int = 1000,
     seed: int = 0,
+    decoder: str | None = None,
 ) -> HeldoutResult:
-    """Preprocess, score and evaluate every labelled exam of the cohort in ``cohort_dir``."""
+    """Preprocess, score and evaluate every labelled exam of the cohort in ``cohort_dir``.
+
+    ``decoder`` picks the frame decoder (see :func:`ml.preprocess.preprocess_many`).
+    """
     check_geometry(model, preprocess_config)
     csvs = find_duke_csvs(cohort_dir)
     if csvs.labels is None:
@@ -103,7 +107,7 @@ def evaluate_heldout(
             (row["dicom_uri"], row["View"], Path(tmp) / f"{i:06d}.npy")
             for i, row in enumerate(catalogued.iter_rows(named=True))
         ]
-        rows = preprocess_many(items, preprocess_config, workers=workers)
+        rows = preprocess_many(items, preprocess_config, workers=workers, decoder=decoder)
         ok = [(item, row) for item, row in zip(catalogued.iter_rows(named=True), rows) if row["status"] == "ok"]
         manifest = pl.DataFrame(
             {

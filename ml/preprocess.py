@@ -12,7 +12,9 @@ manifest row.  Only the frames a strategy needs are decoded:
   when the volume has fewer than ``n_slices``, so every tensor has the same shape).
 
 Images come from :func:`ml.dicomio.load_view` (presentation values in ``[0, 1]``, Duke
-frame) and are fitted by :mod:`ml.preprocess_geometry`.
+frame) and are fitted by :mod:`ml.preprocess_geometry`.  ``decoder`` (``"auto"``, ``"cpu"``,
+``"gpu"``; None reads ``TOMOSIGHT_DECODER``) picks the frame decoder of :mod:`ml.decoders`;
+it is not part of the config or its fingerprint because every decoder gives the same pixels.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from ml.atomic import atomic_path
+from ml.decoders import decoder_choice
 from ml.dicomio import DicomError, load_view, read_header
 from ml.laterality import Orientation
 from ml.options import check_choice, check_positive_int
@@ -146,25 +149,27 @@ def view_side(view: str) -> str:
 
 
 def load_projection(
-    path: str | os.PathLike[str], view: str, config: PreprocessConfig
+    path: str | os.PathLike[str], view: str, config: PreprocessConfig, decoder: str | None = None
 ) -> Projection:
     """Decode the frames ``config`` needs and project them (maximum for the MIP strategies)."""
     side = view_side(view)
     indices = needed_frames(read_header(path).frames, config)
     if config.strategy in ("mip", "slab_mip"):
-        return _max_projection(path, indices, side)
+        return _max_projection(path, indices, side, decoder)
     unique = sorted(set(indices))
-    image = load_view(path, unique, laterality=side)
+    image = load_view(path, unique, laterality=side, decoder=decoder)
     stack = image.pixels[np.searchsorted(unique, indices)]
     return Projection(stack, tuple(indices), image.orientation)
 
 
-def _max_projection(path: str | os.PathLike[str], indices: list[int], side: str) -> Projection:
+def _max_projection(
+    path: str | os.PathLike[str], indices: list[int], side: str, decoder: str | None
+) -> Projection:
     """Running maximum over chunks of frames; every chunk is oriented like the first."""
     peak: np.ndarray | None = None
     orientation: Orientation | None = None
     for start in range(0, len(indices), MIP_CHUNK_FRAMES):
-        image = load_view(path, indices[start : start + MIP_CHUNK_FRAMES], laterality=side)
+        image = load_view(path, indices[start : start + MIP_CHUNK_FRAMES], laterality=side, decoder=decoder)
         pixels = image.pixels
         if orientation is None:
             orientation = image.orientation
@@ -192,10 +197,10 @@ class PreprocessedView:
 
 
 def preprocess_view(
-    path: str | os.PathLike[str], view: str, config: PreprocessConfig
+    path: str | os.PathLike[str], view: str, config: PreprocessConfig, decoder: str | None = None
 ) -> PreprocessedView:
     """Decode, project, resize keeping the aspect, pad away from the chest wall, mask if asked."""
-    projection = load_projection(path, view, config)
+    projection = load_projection(path, view, config, decoder)
     fitted = fit_to_canvas(
         projection.stack, config.height, config.width, projection.orientation.laterality
     )
@@ -250,7 +255,7 @@ def _row(source: str, view: str, config: PreprocessConfig, **fields: Any) -> dic
     return row
 
 
-def preprocess_item(item: Item, config: PreprocessConfig) -> dict[str, Any]:
+def preprocess_item(item: Item, config: PreprocessConfig, decoder: str | None = None) -> dict[str, Any]:
     """Preprocess one ``(path, view, out_path)`` item and write its tensor; return its manifest row.
 
     Input problems (:class:`~ml.dicomio.DicomError`, a missing file) give a row with
@@ -258,7 +263,7 @@ def preprocess_item(item: Item, config: PreprocessConfig) -> dict[str, Any]:
     """
     source, view, out_path = item
     try:
-        result = preprocess_view(source, view, config)
+        result = preprocess_view(source, view, config, decoder)
     except DicomError as exc:
         return _row(source, view, config, status="failed", reason=exc.reason, error=str(exc))
     except FileNotFoundError as exc:
@@ -291,13 +296,16 @@ def preprocess_many(
     config: PreprocessConfig,
     workers: int = 1,
     progress: Callable[[dict[str, Any]], None] | None = None,
+    decoder: str | None = None,
 ) -> list[dict[str, Any]]:
     """Preprocess ``items`` in ``workers`` spawned processes; return manifest rows in input order.
 
     ``progress`` is called in this process with each row as it finishes (e.g.
     ``lambda row: bar.update()`` for a tqdm bar).  Bad views and duplicate output
-    paths are refused before any work starts.
+    paths are refused before any work starts, and so is an unknown ``decoder``.  With
+    the GPU decoder every worker process opens its own CUDA context: prefer few workers.
     """
+    decoder = decoder_choice(decoder)
     work: list[Item] = [(os.fspath(p), str(v), os.fspath(o)) for p, v, o in items]
     for _, view, _ in work:
         view_side(view)
@@ -307,13 +315,13 @@ def preprocess_many(
     rows: list[dict[str, Any]] = [{} for _ in work]
     if workers <= 1 or len(work) <= 1:
         for index, item in enumerate(work):
-            rows[index] = preprocess_item(item, config)
+            rows[index] = preprocess_item(item, config, decoder)
             if progress is not None:
                 progress(rows[index])
         return rows
     with ProcessPoolExecutor(min(workers, len(work)), mp_context=get_context("spawn")) as pool:
         futures = {
-            pool.submit(preprocess_item, item, config): index for index, item in enumerate(work)
+            pool.submit(preprocess_item, item, config, decoder): index for index, item in enumerate(work)
         }
         for future in as_completed(futures):
             rows[futures[future]] = future.result()

@@ -36,6 +36,7 @@ class PreprocessingConfig(dg.Config):
     n_slices: int = 8
     slab: int = 5
     breast_mask: bool = False
+    decoder: str = "auto"  # frame decoder: auto (GPU when usable), cpu or gpu; same pixels either way
 
     def to_library(self) -> PreprocessConfig:
         return PreprocessConfig(
@@ -60,7 +61,7 @@ def preprocessed(
         for row in rows:
             source = stack.enter_context(store.local_path(row["dicom_uri"]))
             items.append((source, row["View"], Path(tmp) / f"{row['StudyUID']}_{row['View']}.npy"))
-        results = preprocess_many(items, library_config, workers=compute.workers)
+        results = preprocess_many(items, library_config, workers=compute.workers, decoder=config.decoder)
         manifest, failed = [], []
         for row, result in zip(rows, results):
             if result["status"] != "ok":
