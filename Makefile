@@ -8,7 +8,7 @@ HOME_DIR ?= demo_home
 # One BLAS/OpenMP thread per process: on 2 cores more threads make torch slower, not faster.
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: help setup system-deps test demo ui bench clean
+.PHONY: help setup system-deps checkov test demo ui bench clean
 
 help:
 	@echo "make demo   set up, generate a synthetic DBT cohort, load it, detect and evaluate (FROC)"
@@ -36,7 +36,16 @@ system-deps:
 	  else echo "install Debian's dicom3tools orthanc orthanc-dicomweb chromium (the DICOM validity, PACS and UI tests will be skipped)"; fi; \
 	fi
 
-test: setup system-deps
+# checkov (Terraform static analysis, tests/test_deployment_terraform.py) in a venv of its own:
+# its pins conflict with the project's.
+$(VENV)-checkov/.installed:
+	$(PYTHON) -m venv $(VENV)-checkov
+	$(VENV)-checkov/bin/pip install -q checkov==3.3.30
+	touch $@
+
+checkov: $(VENV)-checkov/.installed
+
+test: setup system-deps checkov
 	$(PY) -m pytest -q -n 2 --dist loadfile
 
 demo: setup
@@ -55,4 +64,4 @@ bench: setup
 	$(PY) bench/train_throughput.py
 
 clean:
-	rm -rf $(VENV) $(HOME_DIR) .pytest_cache
+	rm -rf $(VENV) $(VENV)-checkov $(HOME_DIR) .pytest_cache
