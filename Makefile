@@ -8,11 +8,12 @@ HOME_DIR ?= demo_home
 # One BLAS/OpenMP thread per process: on 2 cores more threads make torch slower, not faster.
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: help setup system-deps checkov test demo ui bench clean
+.PHONY: help setup system-deps checkov test demo serve ui bench clean
 
 help:
 	@echo "make demo   set up, generate a synthetic DBT cohort, load it, detect and evaluate (FROC)"
 	@echo "make test   set up and run the whole test suite"
+	@echo "make serve the clinician endpoint over the demo's model on http://127.0.0.1:8000 (OIDC_* set, or SERVE_ARGS=--insecure-no-auth)"
 	@echo "make ui     set up and open the Dagster UI on http://127.0.0.1:3000 (home: $(HOME_DIR))"
 	@echo "make bench  run the benchmarks in bench/"
 
@@ -50,6 +51,12 @@ test: setup system-deps checkov
 
 demo: setup
 	$(VENV)/bin/tomosight demo --home $(HOME_DIR)
+
+# The clinician endpoint (LitServe) over the champion that `make demo` registered. Production needs
+# OIDC_ISSUER, OIDC_AUDIENCE, OIDC_JWKS_URL; on a laptop SERVE_ARGS=--insecure-no-auth (127.0.0.1 only).
+SERVE_ARGS ?=
+serve: setup
+	$(VENV)/bin/tomosight serve --home $(HOME_DIR) $(SERVE_ARGS)
 
 # The Dagster UI over the home folder's instance (runs of `tomosight materialize --home $(HOME_DIR)` show up there).
 ui: setup

@@ -11,7 +11,7 @@ import os
 
 import dagster as dg
 
-from dbt_assets.assets import annotations, ingest, model, preprocessing, reports, warehouse
+from dbt_assets.assets import annotations, cross_validation, ingest, model, preprocessing, reports, warehouse
 from dbt_assets.hpo import HPO_IO_MANAGER, JsonIOManager, OptunaStorage
 from dbt_assets.jobs import build_jobs
 from dbt_assets.sensors import new_studies_sensor
@@ -25,7 +25,7 @@ from resources.parquet_io import ParquetIOManager
 from resources.pseudonymizer import Pseudonymizer
 from resources.warehouse import Warehouse
 
-ASSET_MODULES = (ingest, annotations, preprocessing, model, reports, warehouse)
+ASSET_MODULES = (ingest, annotations, preprocessing, model, reports, cross_validation, warehouse)
 
 
 def secret_value(settings: Settings, name: str, default: str | None = None) -> object:

@@ -21,6 +21,7 @@ from pathlib import Path
 import polars as pl
 
 from ml.catalog import find_duke_csvs, resolve_volume_path
+from ml.density import breast_composition
 from ml.deid import deidentify_file, pseudonym_uid
 from ml.dicomio import DicomError, DbtHeader, read_header
 from ml.qc import qc_file
@@ -37,7 +38,7 @@ QUARANTINE_SCHEMA = {"source_uri": pl.String, "stage": pl.String, "reason": pl.S
 FILEPATHS_SCHEMA = {
     "PatientID": pl.String, "StudyUID": pl.String, "View": pl.String, "dicom_uri": pl.String, "StudyDate": pl.Date,
     "vendor": pl.String, "rows": pl.Int64, "columns": pl.Int64, "frames": pl.Int64, "sha256": pl.String,
-    "SOPInstanceUID": pl.String,
+    "SOPInstanceUID": pl.String, "density": pl.String,
 }  # fmt: skip
 
 
@@ -212,6 +213,7 @@ def ingest_partition(
                     "dicom_uri": store.uri(key), "StudyDate": dt.date.fromisoformat(partition),
                     "vendor": header.manufacturer, "rows": header.rows, "columns": header.columns,
                     "frames": header.frames, "sha256": digest, "SOPInstanceUID": sop,
+                    "density": breast_composition(header.dataset),  # read before de-identification empties it
                 }  # fmt: skip
             )
             if not Path(item.uri).exists():

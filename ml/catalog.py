@@ -13,6 +13,7 @@ from pathlib import Path
 
 import polars as pl
 
+from ml.density import breast_composition
 from ml.dicomio import DicomError, read_header
 
 SERIES_FOLDER = re.compile(r"^(?P<number>\d+\.\d+)-(?P<uid5>\d{5})$")
@@ -100,6 +101,7 @@ def catalog_cohort(root: str | Path, filepaths_csv: str | Path) -> tuple[pl.Data
                 "dicom_uri": str(path),
                 "StudyDate": header.study_date,
                 "vendor": header.manufacturer,
+                "density": breast_composition(header.dataset),
                 "rows": header.rows,
                 "columns": header.columns,
                 "frames": header.frames,
@@ -110,8 +112,8 @@ def catalog_cohort(root: str | Path, filepaths_csv: str | Path) -> tuple[pl.Data
         )
     catalog_schema = {
         "PatientID": pl.String, "StudyUID": pl.String, "View": pl.String, "dicom_uri": pl.String,
-        "StudyDate": pl.Date, "vendor": pl.String, "rows": pl.Int64, "columns": pl.Int64, "frames": pl.Int64,
-        "sha256": pl.String, "descriptive_path": pl.String, "classic_path": pl.String,
+        "StudyDate": pl.Date, "vendor": pl.String, "density": pl.String, "rows": pl.Int64, "columns": pl.Int64,
+        "frames": pl.Int64, "sha256": pl.String, "descriptive_path": pl.String, "classic_path": pl.String,
     }  # fmt: skip
     quarantine_schema = {k: pl.String for k in ("PatientID", "StudyUID", "View", "path", "reason", "detail")}
     return pl.DataFrame(catalogued, schema=catalog_schema), pl.DataFrame(quarantined, schema=quarantine_schema)

@@ -186,3 +186,53 @@ def assert_patient_disjoint(splits: pl.DataFrame) -> None:
             problems.append(f"{leaked.height} patient(s) in more than one {column}: {shown}{more}")
     if problems:
         raise PatientLeakError("patient leakage: " + " | ".join(problems))
+
+
+def patient_folds(labels: pl.DataFrame, k: int, *, seed: int = 0) -> pl.DataFrame:
+    """Every study in one of ``k`` patient-level folds, stratified by each patient's worst class.
+
+    The fold step of :func:`patient_splits` over all patients (none held out for test):
+    returns ``PatientID, StudyUID, fold`` (``fold`` in ``0..k-1``), sorted like
+    :func:`patient_splits`; fold sizes differ by at most one patient.
+    """
+    if not isinstance(k, int) or isinstance(k, bool) or k < 2:
+        raise SplitError(f"k must be an integer >= 2, got {k!r}")
+    _check_inputs(labels, (1.0, 0.0, 0.0), k)
+    n_patients = labels["PatientID"].n_unique()
+    if n_patients < k:
+        raise SplitError(f"{n_patients} patient(s) cannot fill {k} folds")
+    folds = patient_splits(labels, fractions=(1.0, 0.0, 0.0), k_folds=k, seed=seed)
+    return folds.select("PatientID", "StudyUID", "fold")
+
+
+def fold_splits(
+    labels: pl.DataFrame,
+    folds: pl.DataFrame,
+    fold: int,
+    *,
+    val_fraction: float = 0.2,
+    seed: int = 0,
+) -> pl.DataFrame:
+    """The train/val/test assignment of one cross-validation round, in the ``Splits`` layout.
+
+    Studies of fold ``fold`` (from :func:`patient_folds`) are ``test``; the other patients
+    are split ``train``/``val`` by :func:`patient_splits` (stratified, ``val_fraction`` to
+    ``val``), with at least one ``val`` patient whenever two or more patients remain, so early
+    stopping and temperature scaling always have data.  ``fold`` is null in the result.
+    """
+    if fold not in set(folds["fold"].to_list()):
+        raise SplitError(f"fold {fold!r} is not among the folds {sorted(set(folds['fold']))}")
+    held_out = folds.filter(pl.col("fold") == fold)
+    rest = labels.filter(~pl.col("StudyUID").is_in(held_out["StudyUID"].implode()))
+    fractions = (1.0 - val_fraction, val_fraction, 0.0)
+    inner = patient_splits(rest, fractions=fractions, k_folds=0, seed=seed)
+    patients = sorted(set(inner["PatientID"].to_list()))
+    if "val" not in set(inner["split"].to_list()) and len(patients) > 1:
+        chosen = min(patients, key=lambda p: (patient_key(p, seed, "cv-val"), p))
+        inner = inner.with_columns(
+            split=pl.when(pl.col("PatientID") == chosen).then(pl.lit("val")).otherwise("split")
+        )
+    test = held_out.select(
+        "PatientID", "StudyUID", split=pl.lit("test"), fold=pl.lit(None, dtype=pl.Int64)
+    )
+    return pl.concat([inner, test]).sort("PatientID", "StudyUID")

@@ -4,14 +4,22 @@ A newly registered version becomes ``challenger``.  It is promoted to ``champion
 when its validation AUC is not worse than the champion's, judged with its confidence
 interval: promote when the challenger's upper CI bound reaches the champion's AUC.
 The decision and both numbers are written as tags on the challenger's version.
+
+Two more tag sets let a server reproduce the batch path: the preprocessing the model was
+trained on (``preprocess_config``, ``preprocess_fingerprint``) and the triage thresholds
+of the evaluation report on the scale of the served probability (:class:`TriageThresholds`).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
+PREPROCESS_CONFIG_TAG = "preprocess_config"  # JSON of ml.preprocess.PreprocessConfig.to_dict()
+PREPROCESS_FINGERPRINT_TAG = "preprocess_fingerprint"
+TRIAGE_DECISIONS = ("auto_clear", "review", "suspicious")
 
 
 @dataclass(frozen=True)
@@ -31,6 +39,61 @@ class Validation:
             return cls(float(tags["val_auc"]), float(tags["val_auc_ci_low"]), float(tags["val_auc_ci_high"]))
         except (KeyError, ValueError):
             return None
+
+
+@dataclass(frozen=True)
+class TriageThresholds:
+    """Dual-threshold triage on the served (calibrated) exam probability ``p``.
+
+    ``p < low`` is auto-cleared, ``p >= high`` is suspicious, anything else goes to review;
+    a ``None`` threshold never fires, so :data:`NO_TRIAGE` sends every exam to review.
+    """
+
+    low: float | None
+    high: float | None
+    source: str
+
+    def decide(self, prob: float) -> str:
+        """``auto_clear``, ``review`` or ``suspicious`` for one exam probability."""
+        if self.high is not None and prob >= self.high:
+            return "suspicious"
+        if self.low is not None and prob < self.low:
+            return "auto_clear"
+        return "review"
+
+    def as_tags(self) -> dict[str, str]:
+        return {
+            "triage_low": "none" if self.low is None else repr(self.low),
+            "triage_high": "none" if self.high is None else repr(self.high),
+            "triage_source": self.source,
+        }
+
+    @classmethod
+    def from_tags(cls, tags: dict[str, str]) -> TriageThresholds | None:
+        """The thresholds recorded on a model version, None when there are none (or they are unreadable)."""
+        try:
+            low, high = (None if tags[k] == "none" else float(tags[k]) for k in ("triage_low", "triage_high"))
+        except (KeyError, ValueError):
+            return None
+        return cls(low, high, tags.get("triage_source", "model version tags"))
+
+    @classmethod
+    def from_operating_points(cls, points: dict, temperature: float, source: str) -> TriageThresholds | None:
+        """The ``triage`` operating points of ``ml.evaluation.operating_points`` (found on scores scaled by
+        ``temperature``), moved onto the unscaled probability scale: ``sigmoid(temperature * logit(t))``."""
+        triage = points.get("triage") if points else None
+        if not triage:
+            return None
+
+        def unscaled(value: float | None) -> float | None:
+            if value is None or value <= 0.0 or value >= 1.0:
+                return value
+            return 1.0 / (1.0 + math.exp(-temperature * math.log(value / (1.0 - value))))
+
+        return cls(unscaled(triage["low"]["threshold"]), unscaled(triage["high"]["threshold"]), source)
+
+
+NO_TRIAGE = TriageThresholds(None, None, "default: no registered operating points, every exam goes to review")
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from schemas.fields import SHA256_PATTERN, flag, identifier, view
 from schemas.registry import register_contract
 
 
-@register_contract("1.0")
+@register_contract("1.1")
 class FilePaths(pa.DataFrameModel):
     """One row per DICOM volume in the raw store.
 
@@ -32,6 +32,8 @@ class FilePaths(pa.DataFrameModel):
     dicom_uri: str = identifier(unique=True)
     StudyDate: pl.Date
     vendor: str = pa.Field(nullable=True)
+    # BI-RADS breast composition A-D from the DICOM Acquisition Context (ml.density); null: not stated.
+    density: Optional[str] = pa.Field(nullable=True, isin=["A", "B", "C", "D"])
     rows: int = pa.Field(gt=0)
     columns: int = pa.Field(gt=0)
     frames: int = pa.Field(gt=0)

@@ -240,15 +240,17 @@ def test_dual_threshold_never_crosses():
 
 def test_aggregate_folds_mean_and_t_interval():
     folds = [
-        {"roc_auc": 0.8, "ece": None},
-        {"roc_auc": 0.9, "ece": 0.05},
-        {"roc_auc": 1.0, "ece": 0.07},
+        {"roc_auc": 0.8, "ece": None, "log_loss": 0.8},
+        {"roc_auc": 0.9, "ece": 0.05, "log_loss": 0.9},
+        {"roc_auc": 1.0, "ece": 0.07, "log_loss": 1.0},
     ]
     out = ev.aggregate_folds(folds)
     half = 4.302652729911275 * 0.1 / np.sqrt(3)  # t(0.975, df=2) * sd / sqrt(k)
     auc = out["roc_auc"]
     assert auc["mean"] == pytest.approx(0.9) and auc["sd"] == pytest.approx(0.1)
-    assert (auc["lower"], auc["upper"]) == pytest.approx((0.9 - half, 0.9 + half))
+    # A probability-scale metric's interval stops at 1; log-loss is unbounded above.
+    assert (auc["lower"], auc["upper"]) == pytest.approx((0.9 - half, 1.0))
+    assert (out["log_loss"]["lower"], out["log_loss"]["upper"]) == pytest.approx((0.9 - half, 0.9 + half))
     assert out["ece"]["n_folds"] == 2 and out["ece"]["mean"] == pytest.approx(0.06)
     with pytest.raises(ev.EvaluationError):
         ev.aggregate_folds([])

@@ -10,6 +10,7 @@ names the model version that produced it.
 
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dagster as dg
 import numpy as np
@@ -19,11 +20,15 @@ from dbt_assets.audit import audit_metadata, frame_hash
 from dbt_assets.checks import contract_check
 from dbt_assets.k8s import GPU_STEP_TAGS
 from dbt_assets.partitions import study_date
+from dbt_assets.registry_tags import record_preprocessing
 from dbt_assets.settings import git_sha
 from resources.mlflow_resource import MlflowResource
 from resources.model_registry import Validation
 from resources.object_store import ObjectStore
 from schemas import ExamPredictions, Predictions
+
+if TYPE_CHECKING:
+    from ml.training import TrainResult
 
 REGISTERED_MODEL = "tomosight-dbt"
 
@@ -62,6 +67,73 @@ def split_tables(preprocessed: pl.DataFrame, exam_labels: pl.DataFrame, splits: 
     return preprocessed.filter(pl.col("StudyUID").is_in(studies)), exam_labels.filter(pl.col("StudyUID").is_in(studies))
 
 
+def calibrate_on_validation(best, val_m: pl.DataFrame, val_l: pl.DataFrame, *, n_boot: int, seed: int, log) -> tuple[Validation | None, float]:  # fmt: skip
+    """Temperature fitted on ``best``'s validation exam scores and their AUC with a patient-bootstrap CI.
+
+    A one-class validation split gives ``(None, 1.0)``: no scaling, no AUC (a warning on ``log``).
+    """
+    from ml.evaluation import evaluate_scores, fit_temperature
+    from ml.inference import predict_exams
+
+    _, val_exams = predict_exams(best, val_m)
+    truth = val_l.group_by("StudyUID").agg(pl.col("Cancer").max(), pl.col("PatientID").first())
+    scored = val_exams.join(truth, on="StudyUID").sort("StudyUID") if not val_exams.is_empty() else truth.clear()
+    if scored["Cancer"].n_unique() != 2:
+        log.warning("the validation split holds one class: no temperature scaling, no validation AUC")
+        return None, 1.0
+    probs = scored["prob_malignant"].to_numpy().clip(1e-6, 1 - 1e-6)
+    temperature = fit_temperature(np.log(probs / (1 - probs)), scored["Cancer"].to_numpy())
+    auc = evaluate_scores(
+        probs, scored["Cancer"].to_numpy(), scored["PatientID"].to_numpy(), n_boot=n_boot, seed=seed
+    ).overall.metrics["roc_auc"]
+    validation = Validation(auc.value, auc.lower if auc.lower is not None else auc.value,
+                            auc.upper if auc.upper is not None else auc.value)  # fmt: skip
+    return validation, temperature
+
+
+def fit_classifier(config: TrainingConfig, manifest: pl.DataFrame, exam_labels: pl.DataFrame, splits: pl.DataFrame,
+                   checkpoint_dir: Path, *, client, log) -> "TrainResult":  # fmt: skip
+    """Train ``config``'s model on the ``train`` split of ``splits`` (early stopping on ``val``).
+
+    The one training code path of the ``model`` asset and of the cross-validation folds:
+    ``manifest`` holds local tensors; params and per-epoch metrics go to the active MLflow run
+    of ``client`` (the ``mlflow`` module), progress to ``log``.
+    """
+    from ml.models import create_model, load_local_weights
+    from ml.training import ExamDataset, TrainConfig, default_augment, seed_everything, train
+
+    geometry = manifest.select("slice_strategy", "n_slices", "height", "width").unique().rows()
+    if len(geometry) != 1:
+        raise dg.Failure(f"preprocessed tensors mix input geometries {geometry[:4]}: re-run `preprocessed` with one config")
+    strategy, n_slices, height, width = geometry[0]
+    (train_m, train_l), (val_m, val_l) = (split_tables(manifest, exam_labels, splits, s) for s in ("train", "val"))
+    seed_everything(config.seed)
+    train_ds = ExamDataset(train_m, train_l, n_slices=n_slices, augment=default_augment(), seed=config.seed)
+    val_ds = ExamDataset(val_m, val_l, n_slices=n_slices, seed=config.seed)
+    net = create_model(
+        config.model_name, input_size=(height, width), n_slices=n_slices, slice_strategy=strategy,
+        slice_pooling=config.slice_pooling if n_slices > 1 else "none",
+    )  # fmt: skip
+    if config.pretrained:
+        load_local_weights(net, config.pretrained)
+    train_config = TrainConfig(
+        epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, weight_decay=config.weight_decay,
+        warmup_epochs=config.warmup_epochs, loss=config.loss, sampler=config.sampler,
+        early_stopping_patience=config.early_stopping_patience, seed=config.seed, device=config.device,
+        checkpoint_dir=str(checkpoint_dir), progress=False,
+    )  # fmt: skip
+    client.log_params({**train_config.to_dict(), "model_name": config.model_name, "slice_strategy": strategy,
+                       "n_slices": n_slices, "input_size": f"{height}x{width}", "train_exams": len(train_ds),
+                       "val_exams": len(val_ds), "dataset_hash": frame_hash(manifest.select("StudyUID", "View", "tensor_uri"))})  # fmt: skip
+
+    def on_epoch(epoch: int, metrics: dict) -> None:
+        numeric = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and np.isfinite(v)}
+        client.log_metrics(numeric, step=epoch)
+        log.info(f"epoch {epoch}: " + ", ".join(f"{k} {v:.4f}" for k, v in numeric.items()))
+
+    return train(net, train_ds, val_ds, train_config, on_epoch=on_epoch)
+
+
 def register_challenger(mlflow: MlflowResource, best, val_m: pl.DataFrame, val_l: pl.DataFrame, *,
                         registered_model_name: str, n_boot: int, seed: int, log) -> tuple[str, Validation | None, float]:  # fmt: skip
     """Calibrate ``best`` on the validation split, log it into the active MLflow run, register it as challenger.
@@ -69,26 +141,12 @@ def register_challenger(mlflow: MlflowResource, best, val_m: pl.DataFrame, val_l
     Returns ``(version, Validation or None, temperature)``; a one-class validation split gets
     no temperature scaling and no validation AUC (a warning on ``log``).
     """
-    from ml.evaluation import evaluate_scores, fit_temperature
-    from ml.inference import predict_exams
     from resources.model_registry import mark_challenger
     from resources.pyfunc_model import log_classifier
 
-    _, val_exams = predict_exams(best, val_m)
-    truth = val_l.group_by("StudyUID").agg(pl.col("Cancer").max(), pl.col("PatientID").first())
-    scored = val_exams.join(truth, on="StudyUID").sort("StudyUID")
-    validation, temperature = None, 1.0
-    if scored["Cancer"].n_unique() == 2:
-        probs = scored["prob_malignant"].to_numpy().clip(1e-6, 1 - 1e-6)
-        temperature = fit_temperature(np.log(probs / (1 - probs)), scored["Cancer"].to_numpy())
-        auc = evaluate_scores(
-            probs, scored["Cancer"].to_numpy(), scored["PatientID"].to_numpy(), n_boot=n_boot, seed=seed
-        ).overall.metrics["roc_auc"]
-        validation = Validation(auc.value, auc.lower if auc.lower is not None else auc.value,
-                                auc.upper if auc.upper is not None else auc.value)  # fmt: skip
-        mlflow.configure().log_metrics({"val_auc_best": auc.value, "temperature": temperature})
-    else:
-        log.warning("the validation split holds one class: no temperature scaling, no validation AUC")
+    validation, temperature = calibrate_on_validation(best, val_m, val_l, n_boot=n_boot, seed=seed, log=log)
+    if validation is not None:
+        mlflow.configure().log_metrics({"val_auc_best": validation.auc, "temperature": temperature})
     info = log_classifier(best, temperature=temperature, registered_model_name=registered_model_name,
                           extra={"git_sha": git_sha(), "val_auc": validation.auc if validation else None})  # fmt: skip
     version = str(info.registered_model_version)
@@ -106,48 +164,20 @@ def model(
     store: ObjectStore,
     mlflow: MlflowResource,
 ) -> pl.DataFrame:
-    from ml.models import create_model, load_local_weights
-    from ml.training import ExamDataset, TrainConfig, default_augment, load_checkpoint, seed_everything, train
+    from ml.training import load_checkpoint
 
-    geometry = preprocessed.select("slice_strategy", "n_slices", "height", "width").unique().rows()
-    if len(geometry) != 1:
-        raise dg.Failure(f"preprocessed tensors mix input geometries {geometry[:4]}: re-run `preprocessed` with one config")
-    strategy, n_slices, height, width = geometry[0]
     with tempfile.TemporaryDirectory(prefix="tomosight-train-") as tmp:
         manifest = localize(store, preprocessed, Path(tmp) / "tensors")
-        (train_m, train_l), (val_m, val_l) = (split_tables(manifest, exam_labels, splits, s) for s in ("train", "val"))
-        seed_everything(config.seed)
-        train_ds = ExamDataset(train_m, train_l, n_slices=n_slices, augment=default_augment(), seed=config.seed)
-        val_ds = ExamDataset(val_m, val_l, n_slices=n_slices, seed=config.seed)
-        net = create_model(
-            config.model_name, input_size=(height, width), n_slices=n_slices, slice_strategy=strategy,
-            slice_pooling=config.slice_pooling if n_slices > 1 else "none",
-        )  # fmt: skip
-        if config.pretrained:
-            load_local_weights(net, config.pretrained)
-        train_config = TrainConfig(
-            epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, weight_decay=config.weight_decay,
-            warmup_epochs=config.warmup_epochs, loss=config.loss, sampler=config.sampler,
-            early_stopping_patience=config.early_stopping_patience, seed=config.seed, device=config.device,
-            checkpoint_dir=str(Path(tmp) / "checkpoints"), progress=False,
-        )  # fmt: skip
+        val_m, val_l = split_tables(manifest, exam_labels, splits, "val")
         client = mlflow.configure()
         tags = {"dagster_run_id": context.run.run_id, "git_sha": git_sha()}
         with mlflow.start_run(run_name=context.run.run_id, tags=tags) as run:
-            client.log_params({**train_config.to_dict(), "model_name": config.model_name, "slice_strategy": strategy,
-                               "n_slices": n_slices, "input_size": f"{height}x{width}", "train_exams": len(train_ds),
-                               "val_exams": len(val_ds), "dataset_hash": frame_hash(manifest.select("StudyUID", "View", "tensor_uri"))})  # fmt: skip
-
-            def on_epoch(epoch: int, metrics: dict) -> None:
-                numeric = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and np.isfinite(v)}
-                client.log_metrics(numeric, step=epoch)
-                context.log.info(f"epoch {epoch}: " + ", ".join(f"{k} {v:.4f}" for k, v in numeric.items()))
-
-            result = train(net, train_ds, val_ds, train_config, on_epoch=on_epoch)
+            result = fit_classifier(config, manifest, exam_labels, splits, Path(tmp) / "checkpoints", client=client, log=context.log)
             version, validation, temperature = register_challenger(
                 mlflow, load_checkpoint(result.best_auc_path), val_m, val_l, registered_model_name=config.registered_model_name,
                 n_boot=config.n_boot, seed=config.seed, log=context.log,
             )  # fmt: skip
+            record_preprocessing(context, mlflow.client(), config.registered_model_name, version, preprocessed)
     context.add_output_metadata(
         {
             **audit_metadata(context),

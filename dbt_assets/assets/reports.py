@@ -6,17 +6,21 @@ the object store under ``reports/``.
 """
 
 import json
+import re
 import tempfile
 from pathlib import Path
 
 import dagster as dg
+import numpy as np
 import polars as pl
 
 from dbt_assets.audit import audit_metadata
 from dbt_assets.checks import contract_check
 from dbt_assets.partitions import study_date
+from dbt_assets.registry_tags import record_triage
 from ml.evaluation import (
     EvaluationReport,
+    GroupResult,
     apply_temperature,
     evaluate_scores,
     fit_temperature,
@@ -71,58 +75,126 @@ class EvaluationConfig(dg.Config):
     n_boot: int = 1000
     seed: int = 0
     target_specificity: float = 0.90
+    min_subgroup_size: int = 10  # smaller subgroups (or one-class ones) are reported as not evaluable
+
+
+EXAM_GROUPS = ("vendor", "density")
+VIEW_GROUPS = ("view", "laterality")
 
 
 def exam_truth(exam_predictions: pl.DataFrame, exam_labels: pl.DataFrame, filepaths: pl.DataFrame) -> pl.DataFrame:
-    """Exam scores with the malignant-vs-rest truth and the vendor, one row per scored exam."""
+    """Exam scores with the malignant-vs-rest truth, vendor and density, one row per scored exam."""
     truth = exam_labels.group_by("StudyUID").agg(pl.col("Cancer").max().alias("cancer"))
-    vendor = filepaths.group_by("StudyUID").agg(pl.col("vendor").first())
+    density = pl.col("density").max() if "density" in filepaths.columns else pl.lit(None, dtype=pl.String)
+    per_study = filepaths.group_by("StudyUID").agg(pl.col("vendor").first(), density.alias("density"))  # A < B < C < D: the denser breast
     return (
         exam_predictions.join(truth, on="StudyUID", how="inner")
-        .join(vendor, on="StudyUID", how="left")
-        .with_columns(pl.col("vendor").fill_null("unknown"))
+        .join(per_study, on="StudyUID", how="left")
+        .with_columns(pl.col(*EXAM_GROUPS).fill_null("unknown"))
         .sort("StudyUID")
     )
 
 
-def evaluate_split(part: pl.DataFrame, temperature: float, config: EvaluationConfig) -> EvaluationReport | None:
-    """Calibrated test metrics with patient-level bootstrap CIs (None when one class only)."""
-    if part.is_empty() or part["cancer"].n_unique() < 2:
-        return None
-    probs = sigmoid(apply_temperature(logit(part["prob_malignant"].to_numpy()), temperature))
-    return evaluate_scores(
-        probs, part["cancer"].to_numpy(), part["PatientID"].to_numpy(),
-        groups={"vendor": part["vendor"].to_numpy()}, n_boot=config.n_boot, seed=config.seed,
+def breast_truth(exam_labels: pl.DataFrame, boxes: pl.DataFrame) -> pl.DataFrame:
+    """``StudyUID, laterality, cancer`` per labelled breast: cancer boxes decide, else the Cancer labels."""
+    laterality = pl.col("View").str.slice(0, 1).str.to_uppercase().alias("laterality")
+    labelled = exam_labels.group_by("StudyUID", laterality).agg(pl.col("Cancer").max().alias("label"))
+    cancer_boxes = (
+        boxes.filter(pl.col("Class") == "cancer").select("StudyUID", laterality).unique()
+        if not boxes.is_empty() else pl.DataFrame(schema={"StudyUID": pl.String, "laterality": pl.String})
+    ).with_columns(boxed=pl.lit(1, dtype=pl.Int64))  # fmt: skip
+    boxed_study = pl.col("StudyUID").is_in(cancer_boxes["StudyUID"].unique().implode())
+    cancer = pl.when(boxed_study).then(pl.col("boxed").fill_null(0)).otherwise(pl.col("label")).cast(pl.Int64)
+    return (
+        labelled.join(cancer_boxes, on=["StudyUID", "laterality"], how="left")
+        .select("StudyUID", "laterality", cancer.alias("cancer"))
+        .sort("StudyUID", "laterality")
+    )
+
+
+def view_truth(predictions: pl.DataFrame, exam_predictions: pl.DataFrame, exam_labels: pl.DataFrame, boxes: pl.DataFrame) -> pl.DataFrame:
+    """View scores with their breast's truth, split, view (CC/MLO) and laterality (L/R), one row per scored view."""
+    split = exam_predictions.select("StudyUID", "model_version", "split")
+    return (
+        predictions.join(split, on=["StudyUID", "model_version"], how="inner")
+        .with_columns(laterality=pl.col("View").str.slice(0, 1).str.to_uppercase(), view=pl.col("View").str.slice(1).str.to_uppercase())
+        .join(breast_truth(exam_labels, boxes), on=["StudyUID", "laterality"], how="inner")
+        .sort("StudyUID", "View")
     )  # fmt: skip
 
 
-@dg.asset(group_name="reports", description="Calibrated exam-level evaluation with CIs, operating points, plots and model card.")
+def fitted_temperature(val: pl.DataFrame) -> float:
+    """Temperature fitted on validation scores; 1.0 (no scaling) unless both classes are present."""
+    if val.is_empty() or val["cancer"].n_unique() < 2:
+        return 1.0
+    return fit_temperature(logit(val["prob_malignant"].to_numpy()), val["cancer"].to_numpy())
+
+
+def calibrated(part: pl.DataFrame, temperature: float) -> np.ndarray:
+    """``part``'s probabilities after temperature scaling."""
+    return sigmoid(apply_temperature(logit(part["prob_malignant"].to_numpy()), temperature))
+
+
+def evaluate_split(part: pl.DataFrame, temperature: float, config: EvaluationConfig, *,
+                   groups: tuple[str, ...] = EXAM_GROUPS, unit: str = "exam") -> EvaluationReport | None:  # fmt: skip
+    """Calibrated metrics with patient-level bootstrap CIs, overall and per ``groups`` column (None when one class only)."""
+    if part.is_empty() or part["cancer"].n_unique() < 2:
+        return None
+    return evaluate_scores(
+        calibrated(part, temperature), part["cancer"].to_numpy(), part["PatientID"].to_numpy(),
+        groups={g: part[g].to_numpy() for g in groups}, n_boot=config.n_boot, seed=config.seed,
+        min_group_size=config.min_subgroup_size, unit=unit,
+    )  # fmt: skip
+
+
+def report_metrics(report: EvaluationReport, prefix: str) -> dict[str, float]:
+    """MLflow metrics of a report: overall ROC-AUC and ECE, and each evaluable subgroup's ROC-AUC."""
+    found = {f"{prefix}_{name}": report.overall.metrics[name].value for name in ("roc_auc", "ece")}
+    for column, levels in report.subgroups.items():
+        for level, group in levels.items():
+            if isinstance(group, GroupResult):
+                found[f"{prefix}_{column}_{level}_roc_auc"] = group.metrics["roc_auc"].value
+    return {re.sub(r"[^A-Za-z0-9_.-]", "_", k): v for k, v in found.items() if v is not None}
+
+
+@dg.asset(group_name="reports", description="Calibrated evaluation with CIs (exams by vendor and density, views by view and laterality), operating points, plots and model card.")
 def evaluation_report(
     context: dg.AssetExecutionContext,
     config: EvaluationConfig,
+    predictions: pl.DataFrame,
     exam_predictions: pl.DataFrame,
     exam_labels: pl.DataFrame,
+    boxes: pl.DataFrame,
     filepaths: pl.DataFrame,
     model: pl.DataFrame,
     store: ObjectStore,
     mlflow: MlflowResource,
 ) -> dg.MaterializeResult:
+    """Test-split metrics in two units, each with its own validation-fitted temperature.
+
+    Exams (malignant: a Cancer label on any view) overall and per vendor and breast density
+    (BI-RADS A-D of the denser breast, ``unknown`` when the DICOM states none); views on their
+    own scores per view (CC/MLO) and laterality (L/R), a view being malignant when its breast has
+    a cancer (a cancer box on it or, in a study without cancer boxes, a Cancer label on its views).
+    """
     scored = exam_truth(exam_predictions, exam_labels, filepaths) if not exam_predictions.is_empty() else pl.DataFrame()
     if scored.is_empty():
         raise dg.Failure("no scored exam has a label: materialize predictions and exam_labels first")
     val, test = scored.filter(pl.col("split") == "val"), scored.filter(pl.col("split") == "test")
-    val_logits, val_labels = logit(val["prob_malignant"].to_numpy()), val["cancer"].to_numpy()
-    temperature = fit_temperature(val_logits, val_labels) if val["cancer"].n_unique() == 2 else 1.0
+    temperature = fitted_temperature(val)
     report = evaluate_split(test, temperature, config)
-    calibrated_val = sigmoid(apply_temperature(val_logits, temperature))
-    points = operating_points(calibrated_val, val_labels, target_specificity=config.target_specificity) if val["cancer"].n_unique() == 2 else {}
+    views = view_truth(predictions, exam_predictions, exam_labels, boxes)
+    view_val, view_test = views.filter(pl.col("split") == "val"), views.filter(pl.col("split") == "test")
+    view_temperature = fitted_temperature(view_val)
+    view_report = evaluate_split(view_test, view_temperature, config, groups=VIEW_GROUPS, unit="view")
+    val_labels = val["cancer"].to_numpy()
+    points = operating_points(calibrated(val, temperature), val_labels, target_specificity=config.target_specificity) if val["cancer"].n_unique() == 2 else {}
     model_row = model.row(0, named=True)
     uris: dict[str, str] = {}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         if report is not None:
-            test_raw = test["prob_malignant"].to_numpy()
-            test_cal = sigmoid(apply_temperature(logit(test_raw), temperature))
+            test_raw, test_cal = test["prob_malignant"].to_numpy(), calibrated(test, temperature)
             labels, patients = test["cancer"].to_numpy(), test["PatientID"].to_numpy()
             plot_roc(test_cal, labels, folder / "roc.png", patient_ids=patients, seed=config.seed)
             plot_pr(test_cal, labels, folder / "pr.png")
@@ -130,9 +202,10 @@ def evaluation_report(
             card = model_card(
                 report, model_name=model_row["model_name"], version=model_row["model_version"],
                 config={"model_uri": model_row["model_uri"], "temperature": round(temperature, 4)},
-                data={"exams (test)": len(test), "cancers (test)": int(labels.sum()), "exams (val)": len(val)},
-                calibration={"temperature": temperature, "fitted on": "validation split"},
-                operating_points=points,
+                data={"exams (test)": len(test), "cancers (test)": int(labels.sum()), "exams (val)": len(val),
+                      "views (test)": len(view_test)},
+                calibration={"temperature": temperature, "view temperature": view_temperature, "fitted on": "validation split"},
+                operating_points=points, view_report=view_report,
             )  # fmt: skip
             (folder / "model_card.md").write_text(card)
         payload = {
@@ -140,6 +213,9 @@ def evaluation_report(
             "model_version": model_row["model_version"],
             "temperature": temperature,
             "test": report.to_dict() if report is not None else None,
+            "view_temperature": view_temperature,
+            "test_views": view_report.to_dict() if view_report is not None else None,
+            "view_truth": "a view is malignant when its breast has a cancer box, or, in a study without cancer boxes, a Cancer label",
             "operating_points": points,
             "exams": {split: int((scored["split"] == split).sum()) for split in ("train", "val", "test")},
         }
@@ -147,8 +223,12 @@ def evaluation_report(
         for path in sorted(folder.iterdir()):
             uris[path.name] = store.put_file(f"reports/{path.name}", path)
         client = mlflow.client()
+        record_triage(client, model_row["model_name"], model_row["model_version"], points, temperature)
         for path in sorted(folder.iterdir()):
             client.log_artifact(model_row["mlflow_run_id"], str(path), artifact_path="evaluation")
+        logged = {prefix: r for prefix, r in (("test", report), ("test_view", view_report)) if r is not None}
+        for name, value in {k: v for prefix, r in logged.items() for k, v in report_metrics(r, prefix).items()}.items():
+            client.log_metric(model_row["mlflow_run_id"], name, value)
     overall = report.overall.metrics if report is not None else {}
     auc = overall.get("roc_auc")
     context.log.info(f"test ROC-AUC {auc.value if auc else 'n/a'}, temperature {temperature:.3f}")

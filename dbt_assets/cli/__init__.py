@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 # Each module exposes ``register(subparsers)``, adding one sub-command whose
 # parser sets ``func`` (called with the parsed namespace, returning an exit code).
-COMMAND_MODULES = ("synth", "froc", "demo", "sql", "materialize", "trace", "train")
+COMMAND_MODULES = ("synth", "froc", "demo", "sql", "materialize", "trace", "train", "serve")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -27,14 +27,21 @@ from ml.evaluation.operating_points import (
     threshold_metrics,
     youden_threshold,
 )
-from ml.evaluation.plots import plot_pr, plot_reliability, plot_roc
-from ml.evaluation.report import EvaluationReport, GroupResult, MetricEstimate, evaluate_scores
+from ml.evaluation.plots import plot_fold_rocs, plot_pr, plot_reliability, plot_roc
+from ml.evaluation.report import (
+    EvaluationReport,
+    GroupResult,
+    MetricEstimate,
+    NotEvaluable,
+    evaluate_scores,
+)
 
 __all__ = [
     "EvaluationError",
     "EvaluationReport",
     "GroupResult",
     "MetricEstimate",
+    "NotEvaluable",
     "aggregate_folds",
     "apply_temperature",
     "average_precision",
@@ -52,6 +59,7 @@ __all__ = [
     "operating_points",
     "patient_bootstrap_indices",
     "percentile_interval",
+    "plot_fold_rocs",
     "plot_pr",
     "plot_reliability",
     "plot_roc",

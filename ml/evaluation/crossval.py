@@ -3,6 +3,7 @@
 With ``k`` folds the interval is ``mean ± t_{k-1, (1+c)/2} · sd / sqrt(k)`` (``sd`` with ``k - 1``
 degrees of freedom).  Folds where a metric is undefined (``None``) are left out of that metric.
 The folds share training data, so this interval is optimistic; it describes fold-to-fold spread.
+Metrics that live in [0, 1] (all but ``log_loss``) have their interval clipped to that range.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from numpy.typing import ArrayLike
 
 from ml.evaluation._inputs import EvaluationError, check_fraction
 from ml.evaluation.metrics import DEFAULT_ECE_BINS, SPECIFICITY_TARGETS, compute_metrics
+
+UNBOUNDED_METRICS = frozenset({"log_loss"})
 
 
 def aggregate_folds(
@@ -39,7 +42,10 @@ def aggregate_folds(
             sd = float(values.std(ddof=1))
             quantile = float(student_t.ppf((1.0 + level) / 2.0, values.size - 1))
             half = quantile * sd / np.sqrt(values.size)
-            entry.update(sd=sd, lower=entry["mean"] - half, upper=entry["mean"] + half)
+            lower, upper = entry["mean"] - half, entry["mean"] + half
+            if name not in UNBOUNDED_METRICS:
+                lower, upper = max(lower, 0.0), min(upper, 1.0)
+            entry.update(sd=sd, lower=lower, upper=upper)
         out[name] = entry
     return out
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ml.atomic import write_text_atomic
-from ml.evaluation.report import EvaluationReport, GroupResult, MetricEstimate
+from ml.evaluation.report import EvaluationReport, GroupResult, MetricEstimate, NotEvaluable
 
 DEFAULT_INTENDED_USE = (
     "Research and engineering demonstration: ranking Digital Breast Tomosynthesis exams by "
@@ -64,9 +64,27 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return lines
 
 
-def _group_row(name: str, group: GroupResult, metric_names: list[str]) -> list[str]:
+def _group_row(name: str, group: GroupResult | NotEvaluable, metric_names: list[str]) -> list[str]:
     counts = [str(group.n_exams), str(group.n_patients), str(group.n_positive)]
+    if isinstance(group, NotEvaluable):
+        blanks = ["-"] * (len(metric_names) - 1)
+        return [name, *counts, f"not evaluable: {group.reason}", *blanks]
     return [name, *counts, *(format_estimate(group.metrics[m]) for m in metric_names)]
+
+
+def _metric_tables(report: EvaluationReport, overall_name: str) -> list[str]:
+    """The overall row, then one table per subgroup column."""
+    names = list(report.overall.metrics)
+    unit = report.unit.capitalize()
+    header = ["Group", f"{unit}s", "Patients", "Malignant", *(_label(n) for n in names)]
+    lines = _table(header, [_group_row(overall_name, report.overall, names)])
+    for column, levels in report.subgroups.items():
+        lines += ["", f"### By {column}", ""]
+        lines += _table(header, [_group_row(str(k), g, names) for k, g in levels.items()])
+    if report.subgroups:
+        minimum = f"{report.min_group_size} {report.unit}s"
+        lines += ["", f"Subgroups with fewer than {minimum}, or with one class only, are not evaluated."]
+    return lines
 
 
 def _key_values(mapping: Mapping[str, Any]) -> list[str]:
@@ -121,9 +139,12 @@ def model_card(
     intended_use: str | None = None,
     caveats: list[str] | None = None,
     versions: Mapping[str, Any] | None = None,
+    view_report: EvaluationReport | None = None,
 ) -> str:
-    """Render the model card; ``caveats`` are added to the default ones, never replace them."""
-    names = list(report.overall.metrics)
+    """Render the model card; ``caveats`` are added to the default ones, never replace them.
+
+    ``view_report`` (per-view scores against per-breast truth) adds a view-level section.
+    """
     level = f"{report.confidence:.0%}"
     lines = [f"# Model card: {model_name} {version}", "", "## Intended use", "",
              intended_use or DEFAULT_INTENDED_USE, "", "## Data", "", *_key_values(data), "",
@@ -134,11 +155,11 @@ def model_card(
              "one class "
              f"are skipped: {report.overall.n_boot_skipped} overall). ECE uses {report.ece_bins} "
              "equal-width bins.", ""]
-    header = ["Group", "Exams", "Patients", "Malignant", *(_label(n) for n in names)]
-    lines += _table(header, [_group_row("all", report.overall, names)])
-    for column, levels in report.subgroups.items():
-        lines += ["", f"### By {column}", ""]
-        lines += _table(header, [_group_row(str(k), g, names) for k, g in levels.items()])
+    lines += _metric_tables(report, "all")
+    if view_report is not None:
+        note = "Each view's own score against its breast's truth (same bootstrap settings)."
+        lines += ["", "## Metrics per view", "", note, ""]
+        lines += _metric_tables(view_report, "all views")
     lines += ["", "## Calibration", "", *_key_values(calibration), "", "## Operating points", "",
               "Thresholds were chosen on validation scores; an exam is positive when its score "
               "is at or "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -129,4 +130,36 @@ def plot_reliability(
            title=title)
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left")
+    return _save(fig, path)
+
+
+def plot_fold_rocs(
+    folds: Sequence[tuple[ArrayLike, ArrayLike]],
+    path: str | os.PathLike[str],
+    *,
+    mean_auc: float | None = None,
+    auc_ci: tuple[float, float] | None = None,
+    title: str = "Cross-validation ROC",
+) -> Path:
+    """One ROC curve per fold's held-out ``(scores, labels)``, the mean AUC and its CI in the title.
+
+    A fold holding one class has no curve; it is named in the legend as such.
+    """
+    fig, ax = _figure()
+    for index, (scores, labels) in enumerate(folds):
+        s, y = binary_inputs(scores, labels)
+        if 0 < int(y.sum()) < y.size:
+            curve = binary_curve(s, y)
+            label = f"fold {index} AUC {roc_auc(s, y):.3f}"
+            ax.plot(curve.fpr, curve.tpr, linewidth=1.2, label=label)
+        else:
+            ax.plot([], [], linestyle="none", label=f"fold {index}: one class, no curve")
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=0.8)
+    if mean_auc is not None:
+        interval = f" (95% CI [{auc_ci[0]:.3f}, {auc_ci[1]:.3f}])" if auc_ci is not None else ""
+        title = f"{title}\nmean AUC {mean_auc:.3f}{interval}"
+    ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="1 - specificity", ylabel="sensitivity")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize="small")
     return _save(fig, path)

@@ -1,4 +1,8 @@
-"""Evaluation report: every metric with a patient-level bootstrap CI, overall and per subgroup."""
+"""Evaluation report: every metric with a patient-level bootstrap CI, overall and per subgroup.
+
+A subgroup level with fewer than ``min_group_size`` rows, or holding one class only, is
+reported as :class:`NotEvaluable` (its counts and the reason) instead of with metrics.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ from ml.evaluation.metrics import (
 )
 
 MISSING_GROUP = "unknown"
+DEFAULT_MIN_GROUP_SIZE = 10
 
 
 @dataclass(frozen=True)
@@ -53,7 +58,28 @@ class GroupResult:
             "n_positive": self.n_positive,
             "n_boot_used": self.n_boot_used,
             "n_boot_skipped": self.n_boot_skipped,
+            "evaluable": True,
             "metrics": {name: m.to_dict() for name, m in self.metrics.items()},
+        }
+
+
+@dataclass(frozen=True)
+class NotEvaluable:
+    """A subgroup level left unevaluated (too few rows or one class): its counts and why."""
+
+    n_exams: int
+    n_patients: int
+    n_positive: int
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "n_exams": self.n_exams,
+            "n_patients": self.n_patients,
+            "n_positive": self.n_positive,
+            "evaluable": False,
+            "reason": self.reason,
         }
 
 
@@ -62,12 +88,14 @@ class EvaluationReport:
     """Overall and per-subgroup metrics with the settings that produced them."""
 
     overall: GroupResult
-    subgroups: dict[str, dict[str, GroupResult]] = field(default_factory=dict)
+    subgroups: dict[str, dict[str, GroupResult | NotEvaluable]] = field(default_factory=dict)
     n_boot: int = DEFAULT_N_BOOT
     seed: int = 0
     confidence: float = 0.95
     ece_bins: int = DEFAULT_ECE_BINS
     specificities: tuple[float, ...] = SPECIFICITY_TARGETS
+    unit: str = "exam"
+    min_group_size: int = DEFAULT_MIN_GROUP_SIZE
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (plain dicts, lists, floats, ints and ``None``)."""
@@ -80,6 +108,8 @@ class EvaluationReport:
                 "specificities": list(self.specificities),
                 "resampling": "patient",
                 "interval": "percentile",
+                "unit": self.unit,
+                "min_group_size": self.min_group_size,
             },
             "overall": self.overall.to_dict(),
             "subgroups": {
@@ -136,6 +166,16 @@ def _group_levels(values: ArrayLike, n: int, column: str) -> np.ndarray:
     return levels
 
 
+def not_evaluable_reason(labels: np.ndarray, min_size: int, unit: str = "exam") -> str | None:
+    """Why a subgroup with these 0/1 ``labels`` cannot be evaluated, or ``None`` when it can."""
+    n, positives = int(labels.size), int(labels.sum())
+    if n < min_size:
+        return f"{n} {unit}(s), fewer than the minimum of {min_size}"
+    if positives in (0, n):
+        return f"one class only: {positives} malignant of {n} {unit}(s)"
+    return None
+
+
 def evaluate_scores(
     scores: ArrayLike,
     labels: ArrayLike,
@@ -147,13 +187,16 @@ def evaluate_scores(
     confidence: float = 0.95,
     ece_bins: int = DEFAULT_ECE_BINS,
     specificities: tuple[float, ...] = SPECIFICITY_TARGETS,
+    min_group_size: int = DEFAULT_MIN_GROUP_SIZE,
+    unit: str = "exam",
 ) -> EvaluationReport:
     """Evaluate malignancy probabilities overall and per level of each ``groups`` column.
 
-    ``scores`` are probabilities in [0, 1] (one per exam, or per view when evaluating views),
-    ``labels`` 0/1, ``patient_ids`` the resampling unit.  Each group column holds one value per
-    exam; missing values (``None``/NaN) form the level ``"unknown"``.  Every group is resampled
-    with the same ``seed``, so results do not depend on the order of the columns.
+    ``scores`` are probabilities in [0, 1] (one per ``unit``: exam, or view when evaluating
+    views), ``labels`` 0/1, ``patient_ids`` the resampling unit.  Each group column holds one
+    value per row; missing values (``None``/NaN) form the level ``"unknown"``.  A level with
+    fewer than ``min_group_size`` rows or one class only is :class:`NotEvaluable`.  Every group
+    is resampled with the same ``seed``, so results do not depend on the order of the columns.
     """
     p, y = binary_inputs(scores, labels, probabilities=True)
     patients = np.asarray(patient_ids).astype(str)
@@ -163,6 +206,8 @@ def evaluate_scores(
     for s in specificities:
         check_fraction(s, "specificity")
     reliability_bins(p[:1], y[:1], ece_bins)  # validates ece_bins
+    if int(min_group_size) != min_group_size or min_group_size < 1:
+        raise EvaluationError(f"min_group_size must be a positive integer, got {min_group_size}")
     options: dict[str, Any] = {
         "n_boot": n_boot,
         "seed": seed,
@@ -171,14 +216,21 @@ def evaluate_scores(
         "specificities": specificities,
     }
     overall = evaluate_group(p, y, patients, **options)
-    subgroups: dict[str, dict[str, GroupResult]] = {}
+    subgroups: dict[str, dict[str, GroupResult | NotEvaluable]] = {}
     for column, values in (groups or {}).items():
         levels = _group_levels(values, p.size, column)
-        subgroups[column] = {
-            str(level): evaluate_group(p[inside], y[inside], patients[inside], **options)
-            for level in np.unique(levels)
-            if (inside := levels == level).any()
-        }
+        subgroups[column] = {}
+        for level in np.unique(levels):
+            inside = levels == level
+            p_in, y_in, patients_in = p[inside], y[inside], patients[inside]
+            reason = not_evaluable_reason(y_in, min_group_size, unit)
+            if reason is None:
+                result = evaluate_group(p_in, y_in, patients_in, **options)
+            else:
+                counts = (int(y_in.size), int(np.unique(patients_in).size), int(y_in.sum()))
+                result = NotEvaluable(*counts, reason)
+            subgroups[column][str(level)] = result
     return EvaluationReport(
-        overall, subgroups, n_boot, seed, confidence, ece_bins, tuple(specificities)
+        overall, subgroups, n_boot, seed, confidence, ece_bins, tuple(specificities), unit,
+        int(min_group_size),
     )

@@ -34,6 +34,7 @@ from pydicom.uid import (
 )
 
 from ml.atomic import atomic_path
+from ml.density import CATEGORIES, composition_item
 
 BTO_SOP_CLASS_UID = "1.2.840.10008.5.1.4.1.1.13.1.3"
 UID_ROOT = "1.2.826.0.1.3680043.8.498."
@@ -97,6 +98,8 @@ class BtoMeta:
     referring_physician_name: str = "SYNTH^REFERRER"
     accession_number: str = "SYNTH0000"
     device_serial_number: str = "SN-SYNTH-0000"
+    # BI-RADS breast composition (A-D) in the Acquisition Context; None: not stated.
+    breast_composition: str | None = None
 
     def __post_init__(self) -> None:
         if self.laterality not in ("L", "R"):
@@ -111,6 +114,8 @@ class BtoMeta:
             raise BtoError("window_center and window_width must both be set or both be None")
         if self.window_width is not None and self.window_width <= 0:
             raise BtoError(f"window_width must be > 0, got {self.window_width}")
+        if self.breast_composition not in (None, *CATEGORIES):
+            raise BtoError(f"breast_composition must be one of {sorted(CATEGORIES)} or None, got {self.breast_composition!r}")
 
     @property
     def has_window(self) -> bool:
@@ -279,7 +284,8 @@ def build_dataset(volume: np.ndarray, meta: BtoMeta) -> Dataset:
     ds.PresentationLUTShape = "IDENTITY"
     ds.BurnedInAnnotation = "NO"
     ds.LossyImageCompression = "00"
-    ds.AcquisitionContextSequence = Sequence([])
+    context = [] if meta.breast_composition is None else [composition_item(meta.breast_composition)]
+    ds.AcquisitionContextSequence = Sequence(context)
     ds.BreastImplantPresent = "NO"
     view = _code_item(*VIEW_CODES[meta.view])
     view.ViewModifierCodeSequence = Sequence([])

@@ -17,6 +17,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ml.atomic import write_text_atomic
+from ml.density import category_from_fraction
 from ml.synth.bto import BtoMeta, write_bto
 from ml.synth.config import CohortConfig
 from ml.synth.layout import (
@@ -82,6 +83,7 @@ def _meta(
         referring_physician_name=f"SYNTH^REFERRER{study.index % 7 + 1}",
         accession_number=study.accession,
         device_serial_number=study.device_serial,
+        breast_composition=category_from_fraction(vol.density),
     )
 
 
