@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,13 @@ import numpy as np
 
 CONFIG_ARTIFACT = "config"
 WEIGHTS_ARTIFACT = "weights"
+# What the pyfunc imports to rebuild the model; stated instead of inferred (inference costs ~10 s a model).
+RUNTIME_PACKAGES = ("torch", "timm", "safetensors", "numpy", "mlflow")
+
+
+def pip_requirements() -> list[str]:
+    """Pinned requirements of the logged model, from the versions installed here (local builds like +cu130 dropped)."""
+    return [f"{name}=={version(name).split('+', 1)[0]}" for name in RUNTIME_PACKAGES]
 
 
 class DbtClassifierPyfunc(mlflow.pyfunc.PythonModel):
@@ -81,6 +89,7 @@ def log_classifier(model: Any, *, temperature: float = 1.0, registered_model_nam
             python_model=DbtClassifierPyfunc(),
             artifacts={WEIGHTS_ARTIFACT: str(weights), CONFIG_ARTIFACT: str(config)},
             signature=signature(cfg.n_slices, height, width),
+            pip_requirements=pip_requirements(),
             registered_model_name=registered_model_name,
         )
 

@@ -160,20 +160,21 @@ def _roles(claims: dict[str, Any], client_id: str) -> frozenset[str]:
     return frozenset().union(*roles)
 
 
-def authenticate(verifier: TokenVerifier, credentials: HTTPAuthorizationCredentials | None,
-                 allowed_roles: Collection[str]) -> Principal:
-    """The caller behind ``credentials`` if it holds one of ``allowed_roles``.
-
-    Raises HTTPException 401 (no/invalid token), 403 (no allowed role) or 503 (JWKS unreachable)."""
+def identify(verifier: TokenVerifier, credentials: HTTPAuthorizationCredentials | None) -> Principal:
+    """The caller behind ``credentials``; HTTPException 401 (no/invalid token) or 503 (JWKS unreachable)."""
     if credentials is None:
         raise HTTPException(401, "missing bearer token", headers={"WWW-Authenticate": "Bearer"})
     try:
-        principal = verifier.verify(credentials.credentials)
+        return verifier.verify(credentials.credentials)
     except AuthenticationError as exc:
         raise HTTPException(401, f"invalid token: {exc.reason}",
                             headers={"WWW-Authenticate": 'Bearer error="invalid_token"'}) from None
     except IdentityProviderUnavailable as exc:
         raise HTTPException(503, str(exc)) from None
+
+
+def authorize(principal: Principal, allowed_roles: Collection[str]) -> Principal:
+    """``principal`` if it holds one of ``allowed_roles``, else HTTPException 403."""
     if principal.roles.isdisjoint(allowed_roles):
         log.info("forbidden: subject=%s roles=%s", principal.subject, sorted(principal.roles))
         raise HTTPException(403, f"requires one of the roles: {', '.join(sorted(allowed_roles))}",
@@ -181,15 +182,24 @@ def authenticate(verifier: TokenVerifier, credentials: HTTPAuthorizationCredenti
     return principal
 
 
+def authenticate(verifier: TokenVerifier, credentials: HTTPAuthorizationCredentials | None,
+                 allowed_roles: Collection[str]) -> Principal:
+    """The caller behind ``credentials`` if it holds one of ``allowed_roles``.
+
+    Raises HTTPException 401 (no/invalid token), 403 (no allowed role) or 503 (JWKS unreachable)."""
+    return authorize(identify(verifier, credentials), allowed_roles)
+
+
 def require_roles(verifier: TokenVerifier, *roles: str) -> Callable[..., Principal]:
-    """A FastAPI dependency giving the ``Principal``, also stored as ``request.state.principal``."""
+    """A FastAPI dependency giving the ``Principal``, also stored as ``request.state.principal``
+    (before the role check, so a 403 is audited with the caller's subject)."""
     if not roles:
         raise ValueError("require_roles needs at least one role")
 
     def dependency(request: Request, credentials: Credentials) -> Principal:
-        principal = authenticate(verifier, credentials, roles)
+        principal = identify(verifier, credentials)
         request.state.principal = principal
-        return principal
+        return authorize(principal, roles)
 
     return dependency
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -84,3 +86,9 @@ def test_classifier_round_trip_through_the_registry_by_champion_alias(registry):
     assert temperature == 1.5 and hasattr(restored, "forward_features")  # the real module: Grad-CAM works
     with torch.no_grad():
         np.testing.assert_array_equal(restored(x, mask)["exam"].numpy(), model(x, mask)["exam"].numpy())
+    # The model's requirements are stated, pinned to the versions it was trained with (not inferred).
+    import mlflow.artifacts
+
+    requirements = Path(mlflow.artifacts.download_artifacts("models:/dbt-cnn@champion")) / "requirements.txt"
+    pinned = requirements.read_text().split()
+    assert f"torch=={torch.__version__.split('+')[0]}" in pinned and any(r.startswith("timm==") for r in pinned)

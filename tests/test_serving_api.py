@@ -257,7 +257,8 @@ def test_every_prediction_request_leaves_one_audit_line_without_phi(server, home
     assert (line["subject"], line["role"], line["status"], line["model_version"]) == ("dr-ada", "radiologist", 200, "1")
     assert line["decision"] == answer.json()["triage"]["decision"] and line["latency_ms"] > 0
     assert {"event", "ts", "client", "source", "path"} <= line.keys()
-    assert lines[refused.headers["x-request-id"]]["status"] == 403
+    forbidden = lines[refused.headers["x-request-id"]]
+    assert (forbidden["status"], forbidden["subject"], forbidden["role"]) == (403, "rn-cy", None)
     missing = lines[unknown.headers["x-request-id"]]
     assert (missing["status"], missing["role"], missing["reason"]) == (404, "admin", "unknown_study")
     assert missing["study_uid_sha256"] == hashlib.sha256(b"S-0123456789ab").hexdigest()

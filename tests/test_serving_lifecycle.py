@@ -21,7 +21,6 @@ from resources.mlflow_resource import MlflowResource
 from resources.model_registry import CHAMPION, PREPROCESS_CONFIG_TAG, PREPROCESS_FINGERPRINT_TAG, TriageThresholds
 from serving.model_source import ModelSource
 from tests.support.oidc import LocalIssuer
-from tests.support.serving_home import quick_model_logging
 from tests.support.serving_server import RunningServer, running_server
 
 NAME = "tomosight-dbt"
@@ -51,7 +50,7 @@ def _log_model(mlflow: MlflowResource) -> str:
 
     torch.manual_seed(0)
     net = create_model("dbt_tiny", input_size=(PREPROCESS.height, PREPROCESS.width), slice_strategy="mip")
-    with quick_model_logging(), mlflow.start_run(run_name="serving-lifecycle"):
+    with mlflow.start_run(run_name="serving-lifecycle"):
         return str(log_classifier(net, temperature=1.3, registered_model_name=STAGING).registered_model_version)
 
 

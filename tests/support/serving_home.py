@@ -44,23 +44,6 @@ class ServingHome:
         return sorted(views.filter(pl.col("v").list.len() == 4)["StudyUID"].to_list())
 
 
-@contextmanager
-def quick_model_logging() -> Iterator[None]:
-    """Bound MLflow's pip-requirements inference (a subprocess that re-imports the model, ~10 s) to 1 s.
-
-    MLflow then records its fallback requirements; the logged weights and config are unchanged.
-    """
-    saved = os.environ.get("MLFLOW_REQUIREMENTS_INFERENCE_TIMEOUT")
-    os.environ["MLFLOW_REQUIREMENTS_INFERENCE_TIMEOUT"] = "1"
-    try:
-        yield
-    finally:
-        if saved is None:
-            os.environ.pop("MLFLOW_REQUIREMENTS_INFERENCE_TIMEOUT", None)
-        else:
-            os.environ["MLFLOW_REQUIREMENTS_INFERENCE_TIMEOUT"] = saved
-
-
 def _run(job, **kwargs) -> None:
     assert job.execute_in_process(run_config=QUIET, raise_on_error=True, **kwargs).success
 
@@ -80,7 +63,7 @@ def _register_champion(resources: dict, instance, preprocessed: pl.DataFrame) ->
     with torch.no_grad():
         torch.nn.init.normal_(net.head.view_head.weight, std=2.0)
     mlflow = resources["mlflow"]
-    with quick_model_logging(), mlflow.start_run(run_name="serving-tests"):
+    with mlflow.start_run(run_name="serving-tests"):
         version = str(log_classifier(net, temperature=1.25, registered_model_name=REGISTERED_MODEL).registered_model_version)
     client = mlflow.client()
     for key, value in preprocess_tags(instance, preprocessed).items():
