@@ -69,6 +69,7 @@ bench: setup
 	$(PY) bench/bench_dicom.py
 	$(PY) bench/bench_froc.py
 	$(PY) bench/train_throughput.py
+	$(PY) bench/serve_load.py
 
 clean:
 	rm -rf $(VENV) $(VENV)-checkov $(HOME_DIR) .pytest_cache
