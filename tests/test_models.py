@@ -108,7 +108,12 @@ def test_max_fusion_is_max_over_present_views() -> None:
     with torch.no_grad():
         out = model(x, mask)
     view = out["view"][..., 0].masked_fill(~mask, float("-inf"))
+    with torch.no_grad():
+        model.head.exam_offset.fill_(-0.7)  # the learned exam-level offset shifts every exam alike
+        shifted = model(x, mask)
     torch.testing.assert_close(out["exam"][:, 0], view.amax(1))
+    torch.testing.assert_close(shifted["exam"][:, 0], view.amax(1) - 0.7)
+    torch.testing.assert_close(shifted["breast"], out["breast"])
     torch.testing.assert_close(out["breast"][1, 0, 0], view[1, :2].amax())
     torch.testing.assert_close(out["breast"][1, 1, 0], view[1, 2])
 

@@ -25,6 +25,7 @@ from ml.synth.bto import (
     derived_uid,
     write_bto,
 )
+from ml.synth.cnr import measure_cnr
 from ml.synth.cohort import CohortExistsError, generate_cohort
 from ml.synth.config import CohortConfig, CohortConfigError
 from ml.synth.layout import BOXES_CSV, FILE_PATHS_CSV, LABELS_CSV
@@ -514,6 +515,7 @@ def test_existing_cohort_is_not_overwritten_silently(tmp_path):
         (dict(slices=10, slices_max=8), "slices"),
         (dict(transfer_syntax="jpeg200"), "Did you mean 'jpeg2000'"),
         (dict(rows=16), "rows"),
+        (dict(malignant_contrast=0.0), "malignant_contrast"),
     ],
 )
 def test_config_validation(bad, message):
@@ -526,6 +528,22 @@ def test_config_round_trips_through_dict():
     assert CohortConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
     with pytest.raises(CohortConfigError, match="unknown"):
         CohortConfig.from_dict({"studys": 3})
+
+
+def test_cnr_scales_with_the_contrast_knobs_and_malignant_contrast_only_hits_cancers():
+    lesions = dict(studies=24, seed=4, rows=64, cols=52, slices=6, slices_max=6, cancer_fraction=0.5,
+                   benign_fraction=0.5, actionable_fraction=0.0, second_lesion_fraction=0.0)  # fmt: skip
+    base = measure_cnr(CohortConfig(**lesions), views_per_kind=3)
+    brighter = measure_cnr(CohortConfig(**lesions, malignant_contrast=2.0), views_per_kind=3)
+    everything = measure_cnr(CohortConfig(**lesions, lesion_contrast=2.0), views_per_kind=3)
+    assert {"mass_spiculated", "mass_benign"} <= set(base)
+    for kind, row in base.items():
+        assert row["views"] >= 1 and row["slice"] > 0.3 and row["mip"] > 0
+        assert everything[kind]["slice"] > 1.5 * row["slice"]
+        if kind in ("mass_spiculated", "distortion", "calc_malignant"):
+            assert brighter[kind]["slice"] > 1.5 * row["slice"]
+        else:
+            assert brighter[kind] == row  # benign lesions render exactly as before
 
 
 def test_default_files_pass_dciodvfy(cohort, tmp_path):

@@ -38,7 +38,7 @@ from ml.training import (
     seed_everything,
     train,
 )
-from ml.training.loop import warmup_cosine
+from ml.training.loop import recompute_batchnorm, warmup_cosine
 
 torch.set_num_threads(1)
 CLASSES = ("Normal", "Actionable", "Benign", "Cancer")
@@ -253,6 +253,8 @@ def test_model_overfits_a_handful_of_exams(tmp_path):
     losses = [h["train_loss"] for h in result.history]
     assert losses[-1] < 0.5 * losses[0]
     assert result.history[-1]["val_auc"] == 1.0 and result.best_auc == 1.0
+    tied = [h for h in result.history if h["val_auc"] == 1.0]  # ties in AUC go to the lowest loss
+    assert result.best_epoch == min(tied, key=lambda h: h["val_loss"])["epoch"]
     assert [c[0] for c in calls] == list(range(12))
     assert (result.best_auc_path / "model.safetensors").is_file()
     assert (result.best_calibration_path / "config.json").is_file()
@@ -291,8 +293,43 @@ def test_early_stopping_triggers(cohort):
     ds = ExamDataset(manifest, labels)
     config = quick_config(epochs=10, lr=1e-12, early_stopping_patience=2)
     model = tiny_model(n_slices=2, slice_strategy="sampled", slice_pooling="max")
+    for module in model.modules():  # frozen BatchNorm statistics: neither AUC nor loss can improve
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.momentum = 0.0
     result = train(model, ds, ds, config)
     assert result.stopped_early and len(result.history) == 3 and result.best_epoch == 0
+
+
+def test_precise_batchnorm_matches_the_batch_statistics(cohort):
+    manifest, labels = cohort
+    ds = ExamDataset(manifest, labels)
+    model = tiny_model(n_slices=2, slice_strategy="sampled", slice_pooling="mean")
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    loader = torch.utils.data.DataLoader(ds, batch_size=len(ds))
+    batch = next(iter(loader))
+
+    def eval_and_train_outputs() -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.no_grad():
+            model.eval()
+            evaluated = model(batch["x"], batch["view_mask"])["exam"]
+            model.train()
+            return evaluated, model(batch["x"], batch["view_mask"])["exam"]
+
+    for norm in norms:  # stale statistics, as after a few large steps
+        norm.running_mean.fill_(3.0)
+        norm.running_var.fill_(9.0)
+    stale, _ = eval_and_train_outputs()
+    assert recompute_batchnorm(model, loader, quick_config(), torch.device("cpu"), max_batches=5) == 1
+    assert all(n.momentum == 0.1 for n in norms) and model.training
+    evaluated, trained = eval_and_train_outputs()
+    # eval mode now normalises with this batch's own statistics (up to the n / (n - 1) of the variance)
+    assert (stale - trained).abs().max() > 0.1
+    torch.testing.assert_close(evaluated, trained, rtol=0, atol=0.02)
+    net = tiny_model(n_slices=2, slice_strategy="sampled", slice_pooling="mean")
+    result = train(net, ds, ds, quick_config(precise_bn_batches=2, epochs=1))
+    assert math.isfinite(result.history[0]["val_loss"])
+    with pytest.raises(ConfigError):
+        quick_config(precise_bn_batches=-1)
 
 
 def test_multiclass_training_runs(cohort):

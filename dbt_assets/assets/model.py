@@ -36,17 +36,19 @@ REGISTERED_MODEL = "tomosight-dbt"
 class TrainingConfig(dg.Config):
     """Model and training settings, editable in the launchpad (defaults: the CPU demo)."""
 
-    model_name: str = "dbt_resnet10t_2d"
+    model_name: str = "dbt_cpu_mip"
     pretrained: str | None = None  # a local weights file; never downloaded
     slice_pooling: str = "mean"
-    epochs: int = 25
+    epochs: int = 40
     batch_size: int = 8
-    lr: float = 1e-3
+    lr: float = 2e-3
     weight_decay: float = 1e-4
     warmup_epochs: float = 1.0
     loss: str = "bce"
-    sampler: str = "weighted"
-    early_stopping_patience: int = 8
+    sampler: str = "shuffle"  # "weighted" balances classes, which (like pos_weight != 1) shifts calibration
+    pos_weight: float | None = 1.0  # BCE weight of positives; None: negatives / positives of the train split
+    early_stopping_patience: int = 15
+    precise_bn_batches: int = 16  # BatchNorm statistics re-averaged over this many train batches before validation
     device: str = "auto"
     seed: int = 0
     n_boot: int = 500
@@ -119,6 +121,7 @@ def fit_classifier(config: TrainingConfig, manifest: pl.DataFrame, exam_labels: 
     train_config = TrainConfig(
         epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, weight_decay=config.weight_decay,
         warmup_epochs=config.warmup_epochs, loss=config.loss, sampler=config.sampler,
+        pos_weight="auto" if config.pos_weight is None else config.pos_weight, precise_bn_batches=config.precise_bn_batches,
         early_stopping_patience=config.early_stopping_patience, seed=config.seed, device=config.device,
         checkpoint_dir=str(checkpoint_dir), progress=False,
     )  # fmt: skip

@@ -21,6 +21,10 @@ from resources.compute import ComputeResource
 from resources.object_store import ObjectStore
 from schemas import Preprocessed, Splits
 
+VIEWS_PER_WORKER = 8
+"""Fewer views than this per decoder process are decoded in this process: a study date holds a
+handful of views, and starting a spawned worker (its imports) costs more than decoding them."""
+
 MANIFEST_SCHEMA = {
     "StudyUID": pl.String, "View": pl.String, "slice_strategy": pl.String, "height": pl.Int64,
     "width": pl.Int64, "n_slices": pl.Int64, "tensor_uri": pl.String,
@@ -61,7 +65,8 @@ def preprocessed(
         for row in rows:
             source = stack.enter_context(store.local_path(row["dicom_uri"]))
             items.append((source, row["View"], Path(tmp) / f"{row['StudyUID']}_{row['View']}.npy"))
-        results = preprocess_many(items, library_config, workers=compute.workers, decoder=config.decoder)
+        workers = min(compute.workers, max(1, len(items) // VIEWS_PER_WORKER))
+        results = preprocess_many(items, library_config, workers=workers, decoder=config.decoder)
         manifest, failed = [], []
         for row, result in zip(rows, results):
             if result["status"] != "ok":

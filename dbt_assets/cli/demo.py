@@ -15,6 +15,11 @@ import os
 from pathlib import Path
 
 MIN_HELDOUT_STUDIES = 8
+DEMO_STUDIES = 160
+DEMO_ROWS, DEMO_COLS = 128, 104  # the demo model's input size, so no resampling is needed
+DEMO_SLICES, DEMO_SLICES_MAX = 8, 12  # frames per volume vary between the two
+DEMO_LESION_CONTRAST = 2.5
+DEMO_MALIGNANT_CONTRAST = 2.0  # cancers denser than benign findings: see README "Model quality"
 HELDOUT_SEED_OFFSET = 1000  # the held-out cohort's generator seed is --seed + this
 CHAMPION_URI = "models:/tomosight-dbt@champion"
 
@@ -23,12 +28,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("demo", help="synthetic (or your) Duke-format cohort -> the whole asset graph")
     parser.add_argument("--home", type=Path, default=Path(os.environ.get("TOMOSIGHT_HOME", "demo_home")))
     parser.add_argument("--dataset", default=os.environ.get("TOMOSIGHT_DATASET"), help="use this dataset folder")
-    parser.add_argument("--studies", type=int, default=40, help="synthetic studies to generate")
+    parser.add_argument("--studies", type=int, default=DEMO_STUDIES, help="synthetic studies to generate")
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--rows", type=int, help="synthetic image rows (default: the generator's)")
-    parser.add_argument("--cols", type=int, help="synthetic image columns")
-    parser.add_argument("--slices", type=int, help="synthetic frames per volume")
-    parser.add_argument("--heldout-studies", type=int, help="held-out synthetic studies (default: half of --studies, >= 8; 0: none)")
+    parser.add_argument("--rows", type=int, default=DEMO_ROWS, help="synthetic image rows")
+    parser.add_argument("--cols", type=int, default=DEMO_COLS, help="synthetic image columns")
+    parser.add_argument("--slices", type=int, default=DEMO_SLICES, help="synthetic frames per volume (the fewest)")
+    parser.add_argument("--slices-max", type=int, default=DEMO_SLICES_MAX, help="synthetic frames per volume (the most)")
+    parser.add_argument("--lesion-contrast", type=float, default=DEMO_LESION_CONTRAST, help="synthetic lesion contrast multiplier")
+    parser.add_argument("--malignant-contrast", type=float, default=DEMO_MALIGNANT_CONTRAST,
+                        help="extra contrast multiplier of synthetic malignant lesions")
+    parser.add_argument("--heldout-studies", type=int, help="held-out synthetic studies (default: twice --studies, >= 8; 0: none)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes for generation")
     parser.set_defaults(func=run)
 
@@ -37,8 +46,11 @@ def synthetic_dataset(args: argparse.Namespace, home: Path, *, name: str = "data
     """Generate a demo cohort under ``<home>/<name>`` (same seed, same bytes)."""
     from ml.synth import CohortConfig, generate_cohort, write_contact_sheet
 
-    sizes = {k: getattr(args, k) for k in ("rows", "cols", "slices") if getattr(args, k) is not None}
-    config = CohortConfig(studies=studies or args.studies, seed=args.seed if seed is None else seed, **sizes)
+    config = CohortConfig(
+        studies=studies or args.studies, seed=args.seed if seed is None else seed, rows=args.rows, cols=args.cols,
+        slices=args.slices, slices_max=max(args.slices, args.slices_max),
+        lesion_contrast=args.lesion_contrast, malignant_contrast=args.malignant_contrast,
+    )  # fmt: skip
     dataset = home / name
     summary = generate_cohort(dataset, config, workers=args.workers, overwrite=True, progress=True)
     if name == "dataset":
@@ -81,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     home = args.home.resolve()
     home.mkdir(parents=True, exist_ok=True)
     dataset = Path(args.dataset).resolve() if args.dataset else synthetic_dataset(args, home)
-    heldout_studies = max(args.studies // 2, MIN_HELDOUT_STUDIES) if args.heldout_studies is None else args.heldout_studies
+    heldout_studies = max(2 * args.studies, MIN_HELDOUT_STUDIES) if args.heldout_studies is None else args.heldout_studies
     heldout = None
     if not args.dataset and heldout_studies > 0:
         heldout = synthetic_dataset(args, home, name="heldout", studies=heldout_studies, seed=args.seed + HELDOUT_SEED_OFFSET)

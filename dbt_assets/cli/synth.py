@@ -50,6 +50,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--lesion-contrast", type=float, default=1.0, help="lesion contrast multiplier"
     )
     parser.add_argument(
+        "--malignant-contrast",
+        type=float,
+        default=1.0,
+        help="extra contrast multiplier of malignant lesions (cancers denser than benign findings)",
+    )
+    parser.add_argument(
         "--start-date",
         type=dt.date.fromisoformat,
         default=dt.date(2024, 1, 1),
@@ -107,6 +113,7 @@ def _config(args: argparse.Namespace):
         density=args.density,
         noise=args.noise,
         lesion_contrast=args.lesion_contrast,
+        malignant_contrast=args.malignant_contrast,
         start_date=args.start_date,
         days=args.days,
         transfer_syntax=args.transfer_syntax,

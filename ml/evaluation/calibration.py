@@ -2,7 +2,11 @@
 
 ``p = sigmoid(logit / T)``.  The NLL is convex in ``1/T``, so a bounded scalar search over
 ``log(1/T)`` finds its single minimum; ``T`` is limited to [1e-3, 1e3] (a model whose scores
-are anti-correlated with the labels would want ``T < 0``, which is not allowed).
+are anti-correlated with the labels would want ``T < 0``, which is not allowed).  The fit
+uses Platt's smoothed targets, ``(N+ + 1) / (N+ + 2)`` for positives and ``1 / (N- + 2)``
+for negatives: on a small validation split that the model separates perfectly the plain NLL
+would drive ``T`` to its lower bound (probabilities of exactly 0 and 1); with many exams
+the targets are practically 0 and 1.
 """
 
 from __future__ import annotations
@@ -35,15 +39,17 @@ def binary_nll(logits: ArrayLike, labels: ArrayLike) -> float:
 
 
 def fit_temperature(logits: ArrayLike, labels: ArrayLike) -> float:
-    """Temperature ``T`` minimising the NLL of ``sigmoid(logits / T)`` on validation ``labels``."""
+    """Temperature ``T`` minimising the NLL of ``sigmoid(logits / T)`` against validation ``labels`` (Platt targets)."""
     from scipy.optimize import minimize_scalar
 
     z, y = binary_inputs(logits, labels)
     require_both_classes(y, "temperature scaling")
+    positives = float(y.sum())
+    target = np.where(y > 0, (positives + 1) / (positives + 2), 1 / (y.size - positives + 2))
 
     def nll(log_inverse_t: float) -> float:
         scaled = z * np.exp(log_inverse_t)
-        return float(np.mean(np.logaddexp(0.0, scaled) - y * scaled))
+        return float(np.mean(np.logaddexp(0.0, scaled) - target * scaled))
 
     low, high = TEMPERATURE_BOUNDS
     result = minimize_scalar(

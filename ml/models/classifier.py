@@ -4,8 +4,8 @@ Input ``x`` is ``(B, 4, S, H, W)`` in [0, 1] (views in ``VIEW_ORDER``) with a ``
 bool ``view_mask``.  Only present views go through the backbone, so a masked view's
 pixels cannot reach any output, not even through BatchNorm batch statistics.  Each view
 is cut into ``S / in_chans`` instances of ``in_chans`` slices (one slice each by default),
-the backbone's last feature map is average-pooled into an instance embedding, and the
-instances are pooled into the view embedding.
+the backbone's last feature map is pooled (average or max, ``spatial_pooling``) into an
+instance embedding, and the instances are pooled into the view embedding.
 """
 
 from __future__ import annotations
@@ -68,8 +68,13 @@ class DBTClassifier(nn.Module):
         images = ((present - self.config.mean) / self.config.std).reshape(-1, chans, height, width)
         maps = self.backbone.forward_features(images)
         if maps.dim() == 4:
-            flat = maps.mean(dim=(2, 3))
+            flat = maps.amax(dim=(2, 3)) if self.config.spatial_pooling == "max" else maps.mean(dim=(2, 3))
         elif maps.dim() == 3:
+            if self.config.spatial_pooling != "avg":
+                raise ValueError(
+                    f"spatial_pooling {self.config.spatial_pooling!r} needs a convolutional backbone; "
+                    f"{self.config.backbone!r} returns tokens (use 'avg', its own head pooling)"
+                )
             flat = self.backbone.forward_head(maps, pre_logits=True)
         else:
             raise ValueError(

@@ -16,6 +16,7 @@ from ml.options import check_choice, check_positive_int
 from ml.preprocess import STRATEGIES
 
 SLICE_POOLINGS: tuple[str, ...] = ("none", "mean", "max", "attention")
+SPATIAL_POOLINGS: tuple[str, ...] = ("avg", "max")
 BREAST_FUSIONS: tuple[str, ...] = ("max", "concat", "attention")
 EXAM_FUSIONS: tuple[str, ...] = ("max", "attention")
 NUM_CLASSES: tuple[int, ...] = (1, 4)
@@ -45,8 +46,11 @@ class ModelConfig:
     ``fusion`` fuses the CC and MLO views of one breast; ``exam_fusion`` combines the
     present breasts ("max", the default, is blind to how many views exist) or attends
     across the present views ("attention", which can learn the view count; see
-    :mod:`ml.models.fusion`).  ``embed_dim`` projects backbone features (``None`` keeps
-    the backbone's ``num_features``); ``hidden_dim`` sizes attention and MLP layers.
+    :mod:`ml.models.fusion`).  ``spatial_pooling`` turns a convolutional backbone's last
+    feature map into an instance embedding: ``avg`` (global average) or ``max`` (each
+    feature at its strongest position, so a small lesion is not averaged away by a large
+    image).  ``embed_dim`` projects backbone features (``None`` keeps the backbone's
+    ``num_features``); ``hidden_dim`` sizes attention and MLP layers.
     Inputs in [0, 1] are normalised inside the model as ``(x - mean) / std``.
     """
 
@@ -54,6 +58,7 @@ class ModelConfig:
     pretrained: str | None = None
     in_chans: int = 1
     slice_pooling: str = "mean"
+    spatial_pooling: str = "avg"
     fusion: str = "max"
     exam_fusion: str = "max"
     num_classes: int = 1
@@ -74,6 +79,7 @@ class ModelConfig:
                 f"pretrained must be a local file path or None, got {self.pretrained!r}"
             )
         look_up_option("slice_pooling", self.slice_pooling, SLICE_POOLINGS)
+        look_up_option("spatial_pooling", self.spatial_pooling, SPATIAL_POOLINGS)
         look_up_option("fusion", self.fusion, BREAST_FUSIONS)
         look_up_option("exam_fusion", self.exam_fusion, EXAM_FUSIONS)
         look_up_option("num_classes", self.num_classes, NUM_CLASSES)

@@ -9,7 +9,10 @@ of the two masked embeddings plus their presence flags into an MLP, or gated
 
 Duke lists only the lesion breast's views for benign/cancer studies but all four for
 normal/actionable ones, so the number of views leaks the label.  ``max`` exam fusion is
-blind to it: adding a view can only raise the score by that view's own evidence.
+blind to it: adding a view can only raise the score by that view's own evidence.  A maximum
+of view logits sits above a calibrated view logit, so ``max`` exam fusion adds one learned
+offset per class (zero at first, moved by the exam-level loss only) so that the exam output
+can be calibrated too; it is the same for every exam, so it cannot see the view count either.
 ``attention`` exam fusion is a weighted mean whose weights renormalise over whatever is
 present, so it can learn the view count; use it only on data without this quirk.
 Masked views and empty breasts never influence any output.
@@ -74,6 +77,8 @@ class FusionHead(nn.Module):
         if config.exam_fusion == "attention":
             self.exam_pool = GatedAttentionPooling(dim, config.hidden_dim)
             self.exam_head = nn.Linear(dim, classes)
+        else:
+            self.exam_offset = nn.Parameter(torch.zeros(classes))
 
     def forward(self, view_embeddings: Tensor, view_mask: Tensor) -> dict[str, Tensor]:
         mask = check_view_inputs(view_embeddings, view_mask)
@@ -83,7 +88,7 @@ class FusionHead(nn.Module):
         breasts = [self._breast(emb, view_logits, mask, idx) for idx in BREAST_VIEWS]
         breast_logits = torch.stack(breasts, dim=1).masked_fill(~breast_mask.unsqueeze(-1), 0.0)
         if self.exam_fusion == "max":
-            exam_logits = masked_max(breast_logits, breast_mask, dim=1)
+            exam_logits = masked_max(breast_logits, breast_mask, dim=1) + self.exam_offset
         else:
             pooled, _ = self.exam_pool(emb, mask)
             exam_logits = self.exam_head(pooled)

@@ -67,6 +67,10 @@ register_model("dbt_tiny_mil", ModelConfig(
     backbone="test_resnet", slice_pooling="attention", fusion="attention", input_size=(64, 64),
     n_slices=4, slice_strategy="sampled", hidden_dim=32,
 ))
+register_model("dbt_cpu_mip", ModelConfig(  # the CPU demo: small ResNet on MIPs, lesions max-pooled
+    backbone="test_resnet", slice_pooling="none", spatial_pooling="max", slice_strategy="mip",
+    input_size=(128, 104), hidden_dim=32,
+))
 register_model("dbt_resnet10t_2d", ModelConfig(
     backbone="resnet10t", slice_pooling="none", slice_strategy="mip", input_size=(256, 208),
 ))

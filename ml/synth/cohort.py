@@ -101,6 +101,7 @@ def write_study(out_dir: Path, config: CohortConfig, study: StudyPlan) -> list[d
             lesions=vol.lesions,
             noise=config.noise,
             contrast=config.lesion_contrast,
+            malignant_contrast=config.malignant_contrast,
             pixel_mm=0.1 * DUKE_ROWS / config.rows,
             slice_mm=vol.slice_mm,
         )

@@ -39,6 +39,9 @@ class CohortConfig:
 
     Class fractions are per study; normal takes the remainder. Quirk fractions are per
     study (device quirks) except ``flipped_fraction`` and ``na_folder_fraction`` (per volume).
+    ``lesion_contrast`` scales every lesion's density; ``malignant_contrast`` scales the
+    malignant kinds (spiculated masses, distortions, malignant calcifications) on top of it,
+    so cancers can be denser than benign findings (a lesion property, as BI-RADS "high density").
     Default files are valid BTO (``dciodvfy``: no errors); ``monochrome1_fraction`` and
     ``no_frame_laterality_fraction`` produce files that ``dciodvfy`` rejects on purpose.
     """
@@ -59,6 +62,7 @@ class CohortConfig:
     density: float = 0.35
     noise: float = 1.0
     lesion_contrast: float = 1.0
+    malignant_contrast: float = 1.0
     start_date: dt.date = dt.date(2024, 1, 1)
     days: int = 7
     transfer_syntax: str = "jpeg2000"
@@ -91,8 +95,8 @@ class CohortConfig:
             )
         if self.days < 1:
             raise CohortConfigError(f"days must be >= 1, got {self.days}")
-        if self.noise < 0 or self.lesion_contrast <= 0:
-            raise CohortConfigError("noise must be >= 0 and lesion_contrast > 0")
+        if self.noise < 0 or self.lesion_contrast <= 0 or self.malignant_contrast <= 0:
+            raise CohortConfigError("noise must be >= 0; lesion_contrast and malignant_contrast > 0")
         try:
             resolve_transfer_syntax(self.transfer_syntax)
         except ValueError as exc:

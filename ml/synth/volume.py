@@ -39,6 +39,7 @@ class ViewSpec:
     lesions: tuple[LesionSpec, ...] = ()
     noise: float = 1.0
     contrast: float = 1.0
+    malignant_contrast: float = 1.0  # extra factor for lesions whose box class is "cancer"
     pixel_mm: float = 0.1
     slice_mm: float = 1.0
 
@@ -117,7 +118,8 @@ def render_view(spec: ViewSpec, rng: np.random.Generator) -> RenderedView:
         taken.append((row, col, radius_px))
         calc = lesion.kind.startswith("calc")
         half_depth = 0.6 if calc else max(0.8 * radius_px * spec.pixel_mm / spec.slice_mm, 0.8)
-        insert_lesion(tissue, template, row, col, z0, half_depth, base_contrast * spec.contrast)
+        density = base_contrast * spec.contrast * (spec.malignant_contrast if cls == "cancer" else 1.0)
+        insert_lesion(tissue, template, row, col, z0, half_depth, density)
         if not cls:
             continue
         half = template.shape[0] // 2

@@ -20,7 +20,10 @@ class TrainConfig:
     ``loss`` applies to binary models (C=1); multi-class models (C=4) use cross-entropy
     (``focal`` then multiplies it by ``(1 - p_true) ** focal_gamma``). The loss is
     ``view_loss_weight`` x (mean over present views, each labelled with its study's class)
-    plus ``exam_loss_weight`` x (exam-level loss).
+    plus ``exam_loss_weight`` x (exam-level loss).  ``precise_bn_batches`` > 0 recomputes
+    the BatchNorm running statistics before every validation as the plain average over that
+    many training batches (the weights they were running behind have moved on; see
+    :func:`ml.training.loop.recompute_batchnorm`).
     """
 
     epochs: int = 10
@@ -39,6 +42,7 @@ class TrainConfig:
     sampler: str = "shuffle"
     grad_accum: int = 1
     grad_clip: float | None = None
+    precise_bn_batches: int = 0
     early_stopping_patience: int | None = None
     seed: int = 0
     device: str = "auto"
@@ -57,7 +61,7 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "grad_accum"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)!r}")
-        for name in ("warmup_steps", "num_workers"):
+        for name in ("warmup_steps", "num_workers", "precise_bn_batches"):
             if int(getattr(self, name)) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)!r}")
         if self.lr <= 0 or self.weight_decay < 0 or self.warmup_epochs < 0:

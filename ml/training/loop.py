@@ -148,6 +148,40 @@ def _autocast(config: TrainConfig, device: torch.device) -> contextlib.AbstractC
 
 
 @torch.no_grad()
+def recompute_batchnorm(
+    model: nn.Module, loader: DataLoader, config: TrainConfig, device: torch.device, max_batches: int
+) -> int:
+    """Precise BatchNorm: set every BatchNorm's running statistics to their plain average
+    over the first ``max_batches`` batches of ``loader`` under the current weights.
+
+    The exponential running averages lag behind weights that move fast (few, large steps),
+    which shifts eval-mode outputs and so their calibration.  Returns the batches used
+    (0 when the model has no BatchNorm); momenta and the train/eval mode are restored.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms or max_batches < 1:
+        return 0
+    momenta = [m.momentum for m in norms]
+    was_training = model.training
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # cumulative average
+    model.train()
+    used = 0
+    for batch in loader:
+        if used >= max_batches:
+            break
+        batch = _to_device(batch, device)
+        with _autocast(config, device):
+            model(batch["x"], batch["view_mask"])
+        used += 1
+    for norm, momentum in zip(norms, momenta, strict=True):
+        norm.momentum = momentum
+    model.train(was_training)
+    return used
+
+
+@torch.no_grad()
 def evaluate(
     model: nn.Module,
     loader: DataLoader,
@@ -246,7 +280,7 @@ def train(
     )
     folder = Path(config.checkpoint_dir) if config.checkpoint_dir else None
     history: list[dict[str, float]] = []
-    best = {"epoch": -1, "auc": -math.inf, "brier": math.inf}
+    best = {"epoch": -1, "auc": -math.inf, "loss": math.inf, "brier": math.inf}
     best_paths: dict[str, Path | None] = {"auc": None, "calibration": None}
     stale, stopped_early = 0, False
 
@@ -290,6 +324,8 @@ def train(
                 batches.set_postfix(loss=f"{loss.item():.4f}")
         loss_mean = float(loss_sum) / max(seen, 1)
         elapsed = time.perf_counter() - started
+        if config.precise_bn_batches:
+            recompute_batchnorm(unwrap(net), train_loader, config, device, config.precise_bn_batches)
         val = evaluate(unwrap(net), val_loader, config, pos_weight, device, context)
         metrics = {
             "epoch": float(epoch),
@@ -304,9 +340,10 @@ def train(
         # NaN (a single-class validation set) never beats a real value.
         auc = -math.inf if math.isnan(val["auc"]) else val["auc"]
         brier = math.inf if math.isnan(val["brier"]) else val["brier"]
-        improved = epoch == 0 or auc > best["auc"]
+        # A tie in AUC (e.g. a small validation split separated perfectly) goes to the lower loss.
+        improved = epoch == 0 or auc > best["auc"] or (auc == best["auc"] and val["loss"] < best["loss"])
         if improved:
-            best.update(epoch=epoch, auc=auc)
+            best.update(epoch=epoch, auc=auc, loss=val["loss"])
             stale = 0
         else:
             stale += 1
