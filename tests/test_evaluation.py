@@ -186,6 +186,30 @@ def test_temperature_scaling_recovers_known_temperature_and_lowers_ece():
     assert ev.binary_nll(overconfident / t, labels) < ev.binary_nll(overconfident, labels)
 
 
+def test_temperature_stays_finite_when_validation_is_separated_perfectly():
+    logits = np.array([-4.0, -3.0, -2.5, -2.0, -1.0, 1.5, 2.0, 3.5])
+    labels = np.array([0, 0, 0, 0, 0, 1, 1, 1])
+    t = ev.fit_temperature(logits, labels)
+    assert 0.3 < t < 1.0  # sharper than the model, but the plain likelihood would push T to its 1e-3 bound
+    assert ev.fit_temperature(logits, labels, prior_sd=100.0) < t / 5  # a weaker prior lets it run
+    p = ev.sigmoid(ev.apply_temperature(logits, t))
+    assert p[labels == 1].min() < 0.999 and p[labels == 0].max() > 0.001
+
+
+def test_temperature_leaves_a_calibrated_confident_model_alone_on_a_small_split():
+    # A model whose logits are already calibrated and well separated, seen through 30-exam
+    # validation splits (the demo's size): the fit must not soften it.
+    rng = np.random.default_rng(5)
+    temperatures = []
+    for _ in range(40):
+        y = (rng.random(30) < 0.25).astype(int)
+        z = np.where(y == 1, rng.normal(7.0, 2.0, 30), rng.normal(-4.5, 1.5, 30))
+        y = (rng.random(30) < ev.sigmoid(z)).astype(int)  # labels drawn from the model's own probabilities
+        if 0 < y.sum() < y.size:
+            temperatures.append(ev.fit_temperature(z, y))
+    assert 0.75 < float(np.median(temperatures)) < 1.25
+
+
 def test_temperature_helpers_and_errors():
     assert ev.sigmoid([0.0, 1000.0, -1000.0]).tolist() == [0.5, 1.0, 0.0]
     np.testing.assert_allclose(ev.sigmoid(ev.logit([0.2, 0.7])), [0.2, 0.7])
@@ -193,6 +217,8 @@ def test_temperature_helpers_and_errors():
         ev.apply_temperature([1.0], 0.0)
     with pytest.raises(ev.EvaluationError):
         ev.fit_temperature([1.0, 2.0], [1, 1])
+    with pytest.raises(ev.EvaluationError, match="prior_sd"):
+        ev.fit_temperature([1.0, -2.0], [1, 0], prior_sd=0.0)
 
 
 # ---------------------------------------------------------------- operating points

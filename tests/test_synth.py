@@ -356,8 +356,13 @@ def test_study_dates_spread_and_repeat_patients(tmp_path):
 
 
 def focus_gain(vol: np.ndarray, region: tuple[slice, slice], z: int, far: int) -> float:
-    """Mean of ``region`` on slice ``z`` minus its mean on slice ``far``."""
-    return float(vol[z][region].mean() - vol[far][region].mean())
+    """How much brighter the brightest tenth of ``region`` is on slice ``z`` than on slice ``far``.
+
+    The brightest pixels, not the whole box: scattered benign calcifications cover little of it.
+    """
+    at_z, at_far = vol[z][region], vol[far][region]
+    brightest = at_z >= np.percentile(at_z, 90)
+    return float(at_z[brightest].mean() - at_far[brightest].mean())
 
 
 def test_boxes_match_lesions_after_duke_flip(lesion_cohort):
@@ -381,9 +386,9 @@ def test_boxes_match_lesions_after_duke_flip(lesion_cohort):
         x, y, w, h, z = (int(box[k]) for k in ("X", "Y", "Width", "Height", "Slice"))
         far = z + 4 if z + 4 < vol.shape[0] else z - 4
         region = (slice(y, y + h), slice(x, x + w))
-        assert focus_gain(vol, region, z, far) > 30, box
+        assert focus_gain(vol, region, z, far) > 150, box
         assert vol[z][region].max() > np.percentile(vol[z][vol[z] > 100], 90), box
-        wrong_frame_hits += focus_gain(vol[:, ::-1, ::-1], region, z, far) > 30
+        wrong_frame_hits += focus_gain(vol[:, ::-1, ::-1], region, z, far) > 150
     assert wrong_frame_hits < len(boxes) / 2
 
 

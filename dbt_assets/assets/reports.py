@@ -32,6 +32,7 @@ from ml.evaluation import (
     plot_roc,
     sigmoid,
 )
+from ml.evaluation.calibration import TEMPERATURE_PRIOR_SD
 from ml.blob_detector import PREDICTION_COLUMNS, detect_volume
 from ml.froc import evaluate
 from ml.froc_plot import plot_froc
@@ -204,7 +205,8 @@ def evaluation_report(
                 config={"model_uri": model_row["model_uri"], "temperature": round(temperature, 4)},
                 data={"exams (test)": len(test), "cancers (test)": int(labels.sum()), "exams (val)": len(val),
                       "views (test)": len(view_test)},
-                calibration={"temperature": temperature, "view temperature": view_temperature, "fitted on": "validation split"},
+                calibration={"temperature": temperature, "view temperature": view_temperature, "fitted on": "validation split",
+                             "method": f"maximum likelihood, log-normal prior on T (sd of log T {TEMPERATURE_PRIOR_SD})"},
                 operating_points=points, view_report=view_report,
             )  # fmt: skip
             (folder / "model_card.md").write_text(card)

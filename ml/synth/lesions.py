@@ -16,7 +16,7 @@ from ml.synth.filters import gaussian_blur, smoothstep
 # kind -> (box class, architectural-distortion flag, contrast in tissue units)
 LESION_KINDS: dict[str, tuple[str, int, float]] = {
     "mass_benign": ("benign", 0, 0.30),
-    "calc_benign": ("benign", 0, 0.90),
+    "calc_benign": ("benign", 0, 0.60),  # scattered punctate specks, fainter than a malignant cluster
     "mass_spiculated": ("cancer", 0, 0.36),
     "distortion": ("cancer", 1, 0.45),
     "calc_malignant": ("cancer", 0, 0.90),
@@ -81,8 +81,8 @@ def _oval(
 def _calcifications(
     yy: np.ndarray, xx: np.ndarray, radius: float, malignant: bool, rng: np.random.Generator
 ) -> np.ndarray:
-    """A cluster of bright specks: tight and pleomorphic if malignant, sparse and round if not."""
-    count = int(rng.integers(8, 20)) if malignant else int(rng.integers(4, 9))
+    """Bright specks: a tight pleomorphic cluster if malignant, a few scattered round ones if not."""
+    count = int(rng.integers(8, 20)) if malignant else int(rng.integers(3, 7))
     if malignant:
         # Partly along a short branching line (ductal pattern), partly scattered.
         angle = rng.uniform(0, np.pi)

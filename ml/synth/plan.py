@@ -25,9 +25,10 @@ DESCRIPTIONS = (
     "MAMMO TOMO BILATERAL",
 )  # drawn independently of the class, so the path does not leak the label
 INSTITUTIONS = ("SYNTHETIC BREAST CENTER", "SYNTH GENERAL HOSPITAL", "SYNTH IMAGING CLINIC")
-# class -> ((lesion kind, probability, radius range as a fraction of rows), ...)
+# class -> ((lesion kind, probability, radius range as a fraction of rows), ...); benign
+# calcifications scatter over a wider area than the tight malignant clusters
 LESION_MIX: dict[str, tuple[tuple[str, float, tuple[float, float]], ...]] = {
-    "benign": (("mass_benign", 0.75, (0.035, 0.065)), ("calc_benign", 0.25, (0.02, 0.035))),
+    "benign": (("mass_benign", 0.75, (0.035, 0.065)), ("calc_benign", 0.25, (0.05, 0.08))),
     "cancer": (
         ("mass_spiculated", 0.55, (0.035, 0.065)),
         ("distortion", 0.25, (0.035, 0.06)),
