@@ -254,3 +254,47 @@ def test_evaluation_report_writes_every_subgroup_to_json_card_and_mlflow(tmp_pat
     metrics = MlflowClient(tracking_uri=mlflow.tracking_uri).get_run(run_id).data.metrics
     assert metrics["test_roc_auc"] == 1.0 and metrics["test_view_view_CC_roc_auc"] == 1.0
     assert "test_vendor_GE_roc_auc" not in metrics and "test_density_C_roc_auc" in metrics
+
+
+def materialize_report(tmp_path, frames: dict[str, pl.DataFrame], mlflow) -> dict:
+    from dbt_assets.assets.reports import evaluation_report
+    from resources.object_store import ObjectStore
+
+    config = {"ops": {"evaluation_report": {"config": {"n_boot": 20, "min_subgroup_size": 4}}}}
+    result = dg.materialize([evaluation_report, *(dg.AssetSpec(name) for name in frames)], run_config=config, selection=[evaluation_report],
+                            resources={"io_manager": Frames(frames), "store": ObjectStore(base_uri=str(tmp_path / "store")), "mlflow": mlflow})  # fmt: skip
+    assert result.success
+    return json.loads((tmp_path / "store/reports/evaluation.json").read_text())
+
+
+def test_evaluation_report_evaluates_the_scoring_version_as_served_or_with_a_residual_temperature(tmp_path):
+    """Scores of the model this run trained are evaluated as served (its temperature was fitted on
+    this validation split); scores of a kept champion get a residual temperature, and its run and
+    version (not the new challenger's) receive the metrics and triage tags; older scores are left out."""
+    from resources.mlflow_resource import MlflowResource
+
+    mlflow = MlflowResource(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", artifact_location=str(tmp_path / "artifacts"))
+    registry = mlflow.client()
+    registry.create_registered_model("tomosight-dbt")
+    run_ids = []
+    for temperature in (1.7, 0.8):
+        with mlflow.start_run("model") as run:
+            mlflow.configure().log_metrics({"temperature": temperature})
+        run_ids.append(run.info.run_id)
+        registry.create_model_version("tomosight-dbt", f"runs:/{run.info.run_id}/model", run_id=run.info.run_id)
+    frames = report_inputs(run_ids[0])
+
+    served = materialize_report(tmp_path / "v1", frames, mlflow)
+    assert served["model_version"] == "1" and served["temperature"] == 1.0 and served["registered_temperature"] == 1.7
+
+    # version 2 trained but kept as challenger; the scores come from version 1 (and a few stale ones from version 0)
+    stale = frames["exam_predictions"].head(3).with_columns(model_version=pl.lit("0"), prob_malignant=pl.lit(0.99))
+    kept = {**frames, "exam_predictions": pl.concat([frames["exam_predictions"], stale]),
+            "model": frames["model"].with_columns(model_version=pl.lit("2"), mlflow_run_id=pl.lit(run_ids[1]))}  # fmt: skip
+    report = materialize_report(tmp_path / "v2", kept, mlflow)
+    assert report["model_version"] == "1" and report["registered_temperature"] == 1.7
+    assert report["temperature"] < 1.0  # 0.8 vs 0.3 separate the validation split: a residual sharpening
+    assert report["exams"] == served["exams"]  # the stale version-0 rows were left out
+    assert "test_roc_auc" in registry.get_run(run_ids[0]).data.metrics and "test_roc_auc" not in registry.get_run(run_ids[1]).data.metrics
+    assert "triage_low" in registry.get_model_version("tomosight-dbt", "1").tags
+    assert "triage_low" not in registry.get_model_version("tomosight-dbt", "2").tags

@@ -5,6 +5,7 @@ after which the server keeps serving.  Uploads of a synthetic study (no asset gr
 from __future__ import annotations
 
 import json
+import math
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from tests.support.serving_server import RunningServer, running_server
 NAME = "tomosight-dbt"
 STAGING = "tomosight-dbt-staging"
 RELOAD_S = 1.0
+REQUEST_TIMEOUT_S = 1.5
 PREPROCESS = PreprocessConfig(strategy="mip", height=64, width=52)
 
 
@@ -76,7 +78,7 @@ def lifecycle(tmp_path_factory):
     mlflow.configure()  # the registry exists (empty) before the server looks at it
     with LocalIssuer() as issuer:
         env = {**issuer.env(), "OIDC_JWKS_COOLDOWN_S": "0"}
-        args = ["--reload-interval", str(RELOAD_S), "--request-timeout", "1.5", "--max-batch-size", "1"]
+        args = ["--reload-interval", str(RELOAD_S), "--request-timeout", str(REQUEST_TIMEOUT_S), "--max-batch-size", "1"]
         with running_server(home, args, env, base / "server.log", wait=False) as server:
             headers = {"Authorization": f"Bearer {issuer.mint(subject='dr-lifecycle', roles=('radiologist',))}"}
             admin = {"Authorization": f"Bearer {issuer.mint(subject='ops-lifecycle', roles=('admin',))}"}
@@ -143,11 +145,21 @@ def test_triage_thresholds_registered_later_apply_to_the_served_version(lifecycl
 
 
 def test_requests_queued_past_the_timeout_get_504_and_the_server_keeps_serving(lifecycle):
-    with ThreadPoolExecutor(24) as pool:
-        statuses = list(pool.map(lambda _: lifecycle.predict().status_code, range(24)))
+    # One request at a time (max batch 1): enough concurrent requests that the last ones would wait
+    # three timeouts in the queue, however fast this machine answers one.
+    latency = min(_timed(lifecycle.predict) for _ in range(3))
+    n = min(256, math.ceil(3 * REQUEST_TIMEOUT_S / latency) + 4)
+    with ThreadPoolExecutor(n) as pool:
+        statuses = list(pool.map(lambda _: lifecycle.predict().status_code, range(n)))
     assert set(statuses) <= {200, 504} and 200 in statuses and 504 in statuses, statuses
     assert lifecycle.predict().status_code == 200
     assert "Traceback" not in lifecycle.server.log_text()
+
+
+def _timed(call) -> float:
+    start = time.perf_counter()
+    assert call().status_code == 200
+    return time.perf_counter() - start
 
 
 def _model_info(lifecycle) -> dict:

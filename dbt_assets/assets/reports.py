@@ -131,6 +131,11 @@ def fitted_temperature(val: pl.DataFrame) -> float:
     return fit_temperature(logit(val["prob_malignant"].to_numpy()), val["cancer"].to_numpy())
 
 
+def newest_version(exam_predictions: pl.DataFrame) -> str:
+    """The newest registered model version among the exam predictions (MLflow versions are integers)."""
+    return max(exam_predictions["model_version"].unique().to_list(), key=int)
+
+
 def calibrated(part: pl.DataFrame, temperature: float) -> np.ndarray:
     """``part``'s probabilities after temperature scaling."""
     return sigmoid(apply_temperature(logit(part["prob_malignant"].to_numpy()), temperature))
@@ -171,18 +176,31 @@ def evaluation_report(
     store: ObjectStore,
     mlflow: MlflowResource,
 ) -> dg.MaterializeResult:
-    """Test-split metrics in two units, each with its own validation-fitted temperature.
+    """Test-split metrics of one model version in two units, exams and views.
 
+    The newest model version among the exam predictions is evaluated (predictions of older
+    versions are left out with a warning: re-materialize their partitions).  Its exam
+    probabilities are evaluated as served when it is the model this run trained, whose
+    temperature was fitted on this validation split; another version (a champion that was
+    kept) gets a residual temperature fitted here.  View scores get their own temperature.
     Exams (malignant: a Cancer label on any view) overall and per vendor and breast density
     (BI-RADS A-D of the denser breast, ``unknown`` when the DICOM states none); views on their
     own scores per view (CC/MLO) and laterality (L/R), a view being malignant when its breast has
     a cancer (a cancer box on it or, in a study without cancer boxes, a Cancer label on its views).
     """
+    model_row = model.row(0, named=True)
+    version = newest_version(exam_predictions) if not exam_predictions.is_empty() else model_row["model_version"]
+    stale = exam_predictions.filter(pl.col("model_version") != version)
+    if not stale.is_empty():
+        context.log.warning(f"{stale.height} exam prediction(s) of model version(s) {sorted(stale['model_version'].unique())} "
+                            f"left out, version {version} is evaluated: re-materialize predictions for their partitions")  # fmt: skip
+        exam_predictions, predictions = (df.filter(pl.col("model_version") == version) for df in (exam_predictions, predictions))
     scored = exam_truth(exam_predictions, exam_labels, filepaths) if not exam_predictions.is_empty() else pl.DataFrame()
     if scored.is_empty():
         raise dg.Failure("no scored exam has a label: materialize predictions and exam_labels first")
     val, test = scored.filter(pl.col("split") == "val"), scored.filter(pl.col("split") == "test")
-    temperature = fitted_temperature(val)
+    trained_here = version == model_row["model_version"]
+    temperature = 1.0 if trained_here else fitted_temperature(val)
     report = evaluate_split(test, temperature, config)
     views = view_truth(predictions, exam_predictions, exam_labels, boxes)
     view_val, view_test = views.filter(pl.col("split") == "val"), views.filter(pl.col("split") == "test")
@@ -190,7 +208,9 @@ def evaluation_report(
     view_report = evaluate_split(view_test, view_temperature, config, groups=VIEW_GROUPS, unit="view")
     val_labels = val["cancer"].to_numpy()
     points = operating_points(calibrated(val, temperature), val_labels, target_specificity=config.target_specificity) if val["cancer"].n_unique() == 2 else {}
-    model_row = model.row(0, named=True)
+    client = mlflow.client()
+    run_id = model_row["mlflow_run_id"] if trained_here else client.get_model_version(model_row["model_name"], version).run_id
+    registered_temperature = client.get_run(run_id).data.metrics.get("temperature")
     uris: dict[str, str] = {}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -201,18 +221,20 @@ def evaluation_report(
             plot_pr(test_cal, labels, folder / "pr.png")
             plot_reliability(test_raw, labels, folder / "reliability.png", calibrated=test_cal)
             card = model_card(
-                report, model_name=model_row["model_name"], version=model_row["model_version"],
-                config={"model_uri": model_row["model_uri"], "temperature": round(temperature, 4)},
+                report, model_name=model_row["model_name"], version=version,
+                config={"model_uri": f"models:/{model_row['model_name']}/{version}", "temperature": registered_temperature},
                 data={"exams (test)": len(test), "cancers (test)": int(labels.sum()), "exams (val)": len(val),
                       "views (test)": len(view_test)},
-                calibration={"temperature": temperature, "view temperature": view_temperature, "fitted on": "validation split",
+                calibration={"registered temperature": registered_temperature, "residual exam temperature": temperature,
+                             "view temperature": view_temperature, "fitted on": "validation split",
                              "method": f"maximum likelihood, log-normal prior on T (sd of log T {TEMPERATURE_PRIOR_SD})"},
                 operating_points=points, view_report=view_report,
             )  # fmt: skip
             (folder / "model_card.md").write_text(card)
         payload = {
             "task": "malignant (Cancer) vs rest, exam level",
-            "model_version": model_row["model_version"],
+            "model_version": version,
+            "registered_temperature": registered_temperature,
             "temperature": temperature,
             "test": report.to_dict() if report is not None else None,
             "view_temperature": view_temperature,
@@ -224,16 +246,15 @@ def evaluation_report(
         (folder / "evaluation.json").write_text(json.dumps(payload, indent=2, sort_keys=True, default=float))
         for path in sorted(folder.iterdir()):
             uris[path.name] = store.put_file(f"reports/{path.name}", path)
-        client = mlflow.client()
-        record_triage(client, model_row["model_name"], model_row["model_version"], points, temperature)
+        record_triage(client, model_row["model_name"], version, points, temperature)
         for path in sorted(folder.iterdir()):
-            client.log_artifact(model_row["mlflow_run_id"], str(path), artifact_path="evaluation")
+            client.log_artifact(run_id, str(path), artifact_path="evaluation")
         logged = {prefix: r for prefix, r in (("test", report), ("test_view", view_report)) if r is not None}
         for name, value in {k: v for prefix, r in logged.items() for k, v in report_metrics(r, prefix).items()}.items():
-            client.log_metric(model_row["mlflow_run_id"], name, value)
+            client.log_metric(run_id, name, value)
     overall = report.overall.metrics if report is not None else {}
     auc = overall.get("roc_auc")
-    context.log.info(f"test ROC-AUC {auc.value if auc else 'n/a'}, temperature {temperature:.3f}")
+    context.log.info(f"version {version}: test ROC-AUC {auc.value if auc else 'n/a'}, residual temperature {temperature:.3f}")
     return dg.MaterializeResult(
         metadata={
             **audit_metadata(context),
@@ -241,7 +262,8 @@ def evaluation_report(
             "test_auc_ci": dg.MetadataValue.json([auc.lower, auc.upper] if auc else None),
             "test_ece": overall["ece"].value if "ece" in overall else "n/a",
             "temperature": temperature,
-            "model_version": model_row["model_version"],
+            "model_version": version,
+            "left_out_exam_predictions": stale.height,
             **{name: dg.MetadataValue.path(uri) for name, uri in uris.items()},
         }
     )

@@ -48,8 +48,9 @@ def print_summary(settings, summary: dict) -> None:
             bounds = f" [{m['lower']:.3f}, {m['upper']:.3f}]" if m["lower"] is not None else ""
             return f"{m['value']:.3f}{bounds}" if m["value"] is not None else "n/a"
 
+        registered = evaluation.get("registered_temperature")
         print(f"test split ({test['n_exams']} exams, {test['n_positive']} cancers), model v{evaluation['model_version']}, "
-              f"temperature {evaluation['temperature']:.2f}:")  # fmt: skip
+              f"temperature {'n/a' if registered is None else f'{registered:.2f}'} (residual {evaluation['temperature']:.2f}):")  # fmt: skip
         print(f"  exam-level ROC-AUC {fmt('roc_auc')}  PR-AUC {fmt('pr_auc')}  ECE {fmt('ece')}  Brier {fmt('brier')}")
     elif evaluation:
         print(f"test split: one class only, no ROC ({evaluation.get('exams')})")
