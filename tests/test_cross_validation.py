@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import dagster as dg
 import numpy as np
 import polars as pl
 import pytest
@@ -16,6 +15,7 @@ from ml.splits import (
     patient_folds,
     patient_strata,
 )
+from tests.support.cohort_home import materialized_home
 
 CLASSES = ("Normal", "Actionable", "Benign", "Cancer")
 
@@ -92,30 +92,11 @@ def test_folds_refuse_bad_settings():
 @pytest.fixture(scope="module")
 def cohort_home(tmp_path_factory):
     """A home with filepaths, exam_labels, 32x26 preprocessed tensors and splits for 8 synthetic studies."""
-    from dbt_assets.definitions import build_definitions
-    from dbt_assets.ingestion import read_inventory, scan_source
-    from dbt_assets.materialize import QUIET, instance_for_home
-    from dbt_assets.settings import load_settings
-    from ml.synth import CohortConfig, generate_cohort
+    from dbt_assets.materialize import QUIET
 
-    home = tmp_path_factory.mktemp("cv") / "home"
-    dataset = home / "dataset"
-    generate_cohort(dataset, CohortConfig(studies=8, seed=11, rows=64, cols=52, slices=6), workers=1, overwrite=True)
-    settings = load_settings({"TOMOSIGHT_HOME": str(home), "TOMOSIGHT_SOURCE_URI": str(dataset)})
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("DAGSTER_HOME", str(home / "dagster"))
-        defs = build_definitions(settings)
-        instance = instance_for_home(home)
-        resources = defs.resources
-        scan_source(resources["dicom_source"], resources["store"], resources["pseudonymizer"], dataset_root=dataset)
-        prepare = dg.AssetSelection.assets("filepaths", "quarantine", "exam_labels", "preprocessed")
-        job = dg.define_asset_job("prepare_only", prepare).resolve(asset_graph=defs.resolve_asset_graph())
-        small = {**QUIET, "ops": {"preprocessed": {"config": {"strategy": "central", "height": 32, "width": 26}}}}
-        for key in sorted(set(read_inventory(resources["store"])["partition"].to_list())):
-            assert job.execute_in_process(partition_key=key, instance=instance, run_config=small).success
-        splits = defs.resolve_implicit_global_asset_job_def()
-        assert splits.execute_in_process(asset_selection=[dg.AssetKey("splits")], instance=instance, run_config=QUIET).success
-        yield settings, defs, instance
+    small = {**QUIET, "ops": {"preprocessed": {"config": {"strategy": "central", "height": 32, "width": 26}}}}
+    with materialized_home(tmp_path_factory.mktemp("cv") / "home", ("filepaths", "quarantine", "exam_labels", "preprocessed"), small) as found:
+        yield found
 
 
 def table(settings, name: str) -> pl.DataFrame:

@@ -23,6 +23,7 @@ from ml.training.search import (
     suggest,
     trial_reporter,
 )
+from tests.support.cohort_home import materialized_home
 
 torch.set_num_threads(1)
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -163,29 +164,8 @@ def test_one_class_validation_is_a_search_error(tmp_path):
 @pytest.fixture(scope="module")
 def cohort_home(tmp_path_factory):
     """A home with `filepaths`, `exam_labels` and `splits` tables for 8 synthetic studies."""
-    from dbt_assets.definitions import build_definitions
-    from dbt_assets.ingestion import read_inventory, scan_source
-    from dbt_assets.materialize import QUIET, instance_for_home
-    from dbt_assets.settings import load_settings
-    from ml.synth import CohortConfig, generate_cohort
-
-    home = tmp_path_factory.mktemp("hpo") / "home"
-    dataset = home / "dataset"
-    generate_cohort(dataset, CohortConfig(studies=8, seed=11, rows=64, cols=52, slices=6), workers=1, overwrite=True)
-    settings = load_settings({"TOMOSIGHT_HOME": str(home), "TOMOSIGHT_SOURCE_URI": str(dataset)})
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("DAGSTER_HOME", str(home / "dagster"))  # restored after the module
-        defs = build_definitions(settings)
-        instance = instance_for_home(home)
-        resources = defs.resources
-        scan_source(resources["dicom_source"], resources["store"], resources["pseudonymizer"], dataset_root=dataset)
-        ingest = dg.AssetSelection.assets("filepaths", "quarantine", "exam_labels")
-        job = dg.define_asset_job("ingest_only", ingest).resolve(asset_graph=defs.resolve_asset_graph())
-        for key in sorted(set(read_inventory(resources["store"])["partition"].to_list())):
-            assert job.execute_in_process(partition_key=key, instance=instance, run_config=QUIET).success
-        splits = defs.resolve_implicit_global_asset_job_def()
-        assert splits.execute_in_process(asset_selection=[dg.AssetKey("splits")], instance=instance, run_config=QUIET).success
-        yield settings, defs, instance
+    with materialized_home(tmp_path_factory.mktemp("hpo") / "home", ("filepaths", "quarantine", "exam_labels")) as found:
+        yield found
 
 
 def test_hpo_job_runs_trials_in_nested_mlflow_runs_and_registers_the_best(cohort_home):
