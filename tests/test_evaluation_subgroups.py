@@ -218,12 +218,21 @@ def report_inputs(run_id: str) -> dict[str, pl.DataFrame]:
             "boxes": pl.DataFrame(boxes), "filepaths": pl.DataFrame(files), "model": pl.DataFrame(model)}  # fmt: skip
 
 
+def materialize_report(tmp_path, frames: dict[str, pl.DataFrame], mlflow) -> dict:
+    from dbt_assets.assets.reports import evaluation_report
+    from resources.object_store import ObjectStore
+
+    config = {"ops": {"evaluation_report": {"config": {"n_boot": 50, "min_subgroup_size": 4}}}}
+    result = dg.materialize([evaluation_report, *(dg.AssetSpec(name) for name in frames)], run_config=config, selection=[evaluation_report],
+                            resources={"io_manager": Frames(frames), "store": ObjectStore(base_uri=str(tmp_path / "store")), "mlflow": mlflow})  # fmt: skip
+    assert result.success
+    return json.loads((tmp_path / "store/reports/evaluation.json").read_text())
+
+
 def test_evaluation_report_writes_every_subgroup_to_json_card_and_mlflow(tmp_path):
     from mlflow.tracking import MlflowClient
 
-    from dbt_assets.assets.reports import evaluation_report
     from resources.mlflow_resource import MlflowResource
-    from resources.object_store import ObjectStore
 
     mlflow = MlflowResource(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", artifact_location=str(tmp_path / "artifacts"))
     with mlflow.start_run("model") as run:
@@ -231,13 +240,7 @@ def test_evaluation_report_writes_every_subgroup_to_json_card_and_mlflow(tmp_pat
     registry = mlflow.client()
     registry.create_registered_model("tomosight-dbt")
     assert registry.create_model_version("tomosight-dbt", f"runs:/{run_id}/model", run_id=run_id).version in (1, "1")
-    frames = report_inputs(run_id)
-    upstream = [dg.AssetSpec(name) for name in frames]
-    config = {"ops": {"evaluation_report": {"config": {"n_boot": 50, "min_subgroup_size": 4}}}}
-    result = dg.materialize([evaluation_report, *upstream], run_config=config, selection=[evaluation_report],
-                            resources={"io_manager": Frames(frames), "store": ObjectStore(base_uri=str(tmp_path / "store")), "mlflow": mlflow})  # fmt: skip
-    assert result.success
-    report = json.loads((tmp_path / "store/reports/evaluation.json").read_text())
+    report = materialize_report(tmp_path, report_inputs(run_id), mlflow)
     exams, views = report["test"], report["test_views"]
     assert exams["overall"]["metrics"]["roc_auc"]["value"] == 1.0 and exams["overall"]["n_exams"] == 16
     assert set(exams["subgroups"]) == {"vendor", "density"} and set(views["subgroups"]) == {"view", "laterality"}
@@ -254,17 +257,6 @@ def test_evaluation_report_writes_every_subgroup_to_json_card_and_mlflow(tmp_pat
     metrics = MlflowClient(tracking_uri=mlflow.tracking_uri).get_run(run_id).data.metrics
     assert metrics["test_roc_auc"] == 1.0 and metrics["test_view_view_CC_roc_auc"] == 1.0
     assert "test_vendor_GE_roc_auc" not in metrics and "test_density_C_roc_auc" in metrics
-
-
-def materialize_report(tmp_path, frames: dict[str, pl.DataFrame], mlflow) -> dict:
-    from dbt_assets.assets.reports import evaluation_report
-    from resources.object_store import ObjectStore
-
-    config = {"ops": {"evaluation_report": {"config": {"n_boot": 20, "min_subgroup_size": 4}}}}
-    result = dg.materialize([evaluation_report, *(dg.AssetSpec(name) for name in frames)], run_config=config, selection=[evaluation_report],
-                            resources={"io_manager": Frames(frames), "store": ObjectStore(base_uri=str(tmp_path / "store")), "mlflow": mlflow})  # fmt: skip
-    assert result.success
-    return json.loads((tmp_path / "store/reports/evaluation.json").read_text())
 
 
 def test_evaluation_report_evaluates_the_scoring_version_as_served_or_with_a_residual_temperature(tmp_path):

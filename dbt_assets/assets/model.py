@@ -74,7 +74,7 @@ def calibrate_on_validation(best, val_m: pl.DataFrame, val_l: pl.DataFrame, *, n
 
     A one-class validation split gives ``(None, 1.0)``: no scaling, no AUC (a warning on ``log``).
     """
-    from ml.evaluation import evaluate_scores, fit_temperature
+    from ml.evaluation import evaluate_scores, fit_temperature, logit
     from ml.inference import predict_exams
 
     _, val_exams = predict_exams(best, val_m)
@@ -84,7 +84,7 @@ def calibrate_on_validation(best, val_m: pl.DataFrame, val_l: pl.DataFrame, *, n
         log.warning("the validation split holds one class: no temperature scaling, no validation AUC")
         return None, 1.0
     probs = scored["prob_malignant"].to_numpy().clip(1e-6, 1 - 1e-6)
-    temperature = fit_temperature(np.log(probs / (1 - probs)), scored["Cancer"].to_numpy())
+    temperature = fit_temperature(logit(probs), scored["Cancer"].to_numpy())
     auc = evaluate_scores(
         probs, scored["Cancer"].to_numpy(), scored["PatientID"].to_numpy(), n_boot=n_boot, seed=seed
     ).overall.metrics["roc_auc"]

@@ -194,7 +194,7 @@ def evaluation_report(
     if not stale.is_empty():
         context.log.warning(f"{stale.height} exam prediction(s) of model version(s) {sorted(stale['model_version'].unique())} "
                             f"left out, version {version} is evaluated: re-materialize predictions for their partitions")  # fmt: skip
-        exam_predictions, predictions = (df.filter(pl.col("model_version") == version) for df in (exam_predictions, predictions))
+        exam_predictions = exam_predictions.filter(pl.col("model_version") == version)  # view_truth joins views on it
     scored = exam_truth(exam_predictions, exam_labels, filepaths) if not exam_predictions.is_empty() else pl.DataFrame()
     if scored.is_empty():
         raise dg.Failure("no scored exam has a label: materialize predictions and exam_labels first")

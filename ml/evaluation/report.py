@@ -7,7 +7,7 @@ reported as :class:`NotEvaluable` (its counts and the reason) instead of with me
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -74,13 +74,7 @@ class NotEvaluable:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
-        return {
-            "n_exams": self.n_exams,
-            "n_patients": self.n_patients,
-            "n_positive": self.n_positive,
-            "evaluable": False,
-            "reason": self.reason,
-        }
+        return {**asdict(self), "evaluable": False}
 
 
 @dataclass(frozen=True)
